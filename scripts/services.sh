@@ -1,0 +1,607 @@
+#!/usr/bin/env bash
+# Local stand-ins for the services imgpipe talks to, run as real processes on loopback:
+#
+#   dockerd        Docker Engine 20.10 (Debian's docker.io) on a private unix socket,
+#                  with a private data root; base image local/busybox:1 imported into it.
+#   registry       distribution 2.8 (Debian's docker-registry), plain HTTP, no auth:
+#                  the stand-in for the ECR data plane.
+#   auth-registry  a second distribution 2.8 behind htpasswd (basic) auth, separate storage:
+#                  proves that the credentials the tools hand to the daemon are the ones a
+#                  registry accepts.
+#   moto           moto's server (PyPI) for the ECR control-plane API, reached by the AWS SDK
+#                  through AWS_ENDPOINT_URL_ECR; aws-cli v1 in the same venv as a peer client.
+#
+# Usage: scripts/services.sh up|env|down|status
+#   up      install what is missing, start what is not running, wait until all are ready,
+#           then print the environment (as `env`). Idempotent.
+#   env     print `export NAME=value` lines for `eval "$(scripts/services.sh env)"`.
+#   down    stop exactly the processes `up` started (by pid file), keep the data. Idempotent.
+#   status  one line per service: running or stopped (exit 0 if all run, 3 otherwise).
+#
+# State (data, logs, pid files, venv) lives in $IMGPIPE_STATE_DIR, default <repo>/target/services.
+# Ports: IMGPIPE_REGISTRY_PORT (5000), IMGPIPE_AUTH_REGISTRY_PORT (5001), IMGPIPE_ECR_PORT (5055).
+# Only stdout of `env`/`up`/`status` is meant for machines; progress goes to stderr as "services: ...".
+# Needs root for apt-get and dockerd.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${IMGPIPE_STATE_DIR:-$REPO_ROOT/target/services}"
+
+REGISTRY_PORT="${IMGPIPE_REGISTRY_PORT:-5000}"
+AUTH_REGISTRY_PORT="${IMGPIPE_AUTH_REGISTRY_PORT:-5001}"
+ECR_PORT="${IMGPIPE_ECR_PORT:-5055}"
+HOST=127.0.0.1
+
+BASE_IMAGE=local/busybox:1
+APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl)
+# A set checked to work together (moto's server + aws-cli v1 in one venv, `pip check` clean).
+# awscli 1.46 carries its own copy of botocore (awscli/botocore); boto3/botocore are moto's,
+# pinned to the pair pip resolved for it.
+PIP_PINS=('moto[server]==5.2.5' 'awscli==1.46.3' 'boto3==1.44.8' 'botocore==1.44.8')
+
+# moto's GetAuthorizationToken returns base64("AWS:<registryId>-auth-token") with registryId
+# defaulting to the account id, 123456789012 unless MOTO_ACCOUNT_ID is set (we unset it when
+# starting moto). It is the same on every call and in every region (moto/ecr/responses.py,
+# get_authorization_token; checked against moto 5.2.5), so it is hard-coded here and checked
+# against the running server by `up`. Note moto's expiresAt is fixed at 2015-01-01 (in the past).
+MOTO_ACCOUNT=123456789012
+AWS_USER=AWS
+AWS_PASSWORD="${MOTO_ACCOUNT}-auth-token"
+
+# Second user of the auth registry. Regression test for the X-Registry-Auth header, which the
+# Docker Engine API wants as base64url (RFC 4648 §5, '-' and '_'): the standard base64 of
+#   {"username":"special","password":"Sp3cial-???~~~"}
+# is eyJ1c2VybmFtZSI6InNwZWNpYWwiLCJwYXNzd29yZCI6IlNwM2NpYWwtPz8/fn5+In0= , which contains both
+# '+' and '/', so a client that sends standard base64 gets rejected. "???" and "~~~" yield '/' and
+# '+' at any byte alignment, so this holds whatever JSON surrounds the password (field order,
+# spaces, extra fields such as serveraddress; checked). '?' and '~' need no JSON escaping.
+SPECIAL_USER=special
+SPECIAL_PASSWORD='Sp3cial-???~~~'
+
+READY_TIMEOUT=30 # seconds a service gets to become ready
+STOP_TIMEOUT=15  # seconds between SIGTERM and SIGKILL in `down`
+
+# --- layout under $STATE --------------------------------------------------------------------
+set_paths() {
+  mkdir -p "$STATE"
+  STATE="$(cd "$STATE" && pwd)" # absolute, so printed paths work from anywhere
+  PIDS="$STATE/pids"
+  LOGS="$STATE/logs"
+  VENV="$STATE/venv"
+  DOCKER_DIR="$STATE/docker"
+  DOCKER_SOCK="$STATE/docker.sock"
+  DOCKER_DATA="$DOCKER_DIR/data"
+  # dockerd's exec root holds containerd's sockets (…/containerd/containerd.sock.ttrpc); unix
+  # socket paths are limited to 107 bytes, so a deep $STATE falls back to a short path under /run
+  # that is still private to this $STATE.
+  DOCKER_EXEC="$DOCKER_DIR/run"
+  if ((${#DOCKER_EXEC} + 32 > 107)); then
+    DOCKER_EXEC="/run/imgpipe-$(printf '%s' "$STATE" | cksum | cut -d' ' -f1)"
+  fi
+  if ((${#DOCKER_SOCK} > 107)); then
+    die "state dir path too long for a unix socket ($DOCKER_SOCK); set IMGPIPE_STATE_DIR to a shorter path"
+  fi
+  REGISTRY_DIR="$STATE/registry"
+  AUTH_REGISTRY_DIR="$STATE/auth-registry"
+  MOTO_DIR="$STATE/moto"
+}
+
+# --- output helpers -------------------------------------------------------------------------
+say() { printf 'services: %s\n' "$*" >&2; }
+die() {
+  printf 'services: error: %s\n' "$*" >&2
+  exit 1
+}
+
+# Quote a value for a POSIX shell: bare if it is made of safe characters only, else in single
+# quotes (with embedded single quotes as '\''). '~' is never left bare (tilde expansion).
+shell_quote() {
+  local v="$1"
+  if [[ -n "$v" && "$v" =~ ^[A-Za-z0-9_./:@%+=,-]+$ ]]; then
+    printf '%s' "$v"
+  else
+    printf "'%s'" "${v//\'/\'\\\'\'}"
+  fi
+}
+
+# AWS_DEFAULT_REGION is there for aws-cli v1, which ignores AWS_REGION ("You must specify a
+# region"); the Rust SDK reads AWS_REGION. Both the SDK and aws-cli v1 honour AWS_ENDPOINT_URL_ECR.
+print_env() {
+  local name value
+  while IFS='=' read -r name value; do
+    printf 'export %s=%s\n' "$name" "$(shell_quote "$value")"
+  done <<EOF
+DOCKER_HOST=unix://$DOCKER_SOCK
+AWS_ENDPOINT_URL_ECR=http://$HOST:$ECR_PORT
+AWS_ACCESS_KEY_ID=testing
+AWS_SECRET_ACCESS_KEY=testing
+AWS_REGION=us-east-1
+AWS_DEFAULT_REGION=us-east-1
+IMGPIPE_REGISTRY=$HOST:$REGISTRY_PORT
+IMGPIPE_AUTH_REGISTRY=$HOST:$AUTH_REGISTRY_PORT
+IMGPIPE_AUTH_REGISTRY_USER=$AWS_USER
+IMGPIPE_AUTH_REGISTRY_PASSWORD=$AWS_PASSWORD
+IMGPIPE_SPECIAL_USER=$SPECIAL_USER
+IMGPIPE_SPECIAL_PASSWORD=$SPECIAL_PASSWORD
+IMGPIPE_ECR_API=http://$HOST:$ECR_PORT
+IMGPIPE_AWS_CLI=$VENV/bin/aws
+IMGPIPE_STATE_DIR=$STATE
+IMGPIPE_BASE_IMAGE=$BASE_IMAGE
+EOF
+}
+
+# --- process bookkeeping --------------------------------------------------------------------
+# Every service has a pid file $PIDS/<name>.pid and a marker: a string that must appear in the
+# process's command line (a path inside $STATE), so a recycled pid is never taken for ours.
+marker_of() {
+  case "$1" in
+  dockerd) printf '%s' "$DOCKER_DATA" ;;
+  registry) printf '%s' "$REGISTRY_DIR/config.yml" ;;
+  auth-registry) printf '%s' "$AUTH_REGISTRY_DIR/config.yml" ;;
+  moto) printf '%s' "$VENV/bin/moto_server" ;;
+  *) die "unknown service $1" ;;
+  esac
+}
+
+# True if pid is a live (non-zombie) process whose command line contains the marker.
+pid_matches() {
+  local pid="$1" marker="$2" cmdline
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  pid_alive "$pid" || return 1
+  cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmdline" == *"$marker"* ]]
+}
+
+# Prints the pid of a running service of ours, or fails.
+service_pid() {
+  local name="$1" pid
+  [[ -f "$PIDS/$name.pid" ]] || return 1
+  pid="$(cat "$PIDS/$name.pid" 2>/dev/null)" || return 1
+  pid_matches "$pid" "$(marker_of "$name")" || return 1
+  printf '%s' "$pid"
+}
+
+is_running() { service_pid "$1" >/dev/null; }
+
+# Start a command in its own session, detached from this script: stdin from /dev/null, output to
+# $LOGS/<name>.log, the lock descriptor closed (else the daemon would hold `up`'s lock forever).
+# The wrapper shell writes its own pid and then execs the command, so the pid file holds the
+# service's real pid whether or not setsid had to fork.
+# Usage: launch NAME WORKDIR COMMAND [ARGS...]
+launch() {
+  local name="$1" workdir="$2"
+  shift 2
+  local pidfile="$PIDS/$name.pid" log="$LOGS/$name.log"
+  rm -f "$pidfile"
+  printf '\n=== %s: starting %s\n' "$(date -u +%FT%TZ)" "$*" >>"$log"
+  # shellcheck disable=SC2016 # $$, $0 and $1 are the inner shell's
+  setsid bash -c 'cd "$1" && echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && shift && exec "$@"' \
+    "$pidfile" "$workdir" "$@" </dev/null >>"$log" 2>&1 9>&- &
+  local i
+  for ((i = 0; i < 50; i++)); do
+    [[ -s "$pidfile" ]] && return 0
+    sleep 0.1
+  done
+  fail_service "$name" "did not start"
+}
+
+# Print the last lines of a service's log and exit non-zero, after stopping the half-started
+# process (so the next `up` does not take it for a healthy one).
+fail_service() {
+  local name="$1" why="$2" pid
+  printf 'services: error: %s %s; last lines of %s:\n' "$name" "$why" "$LOGS/$name.log" >&2
+  tail -n 30 "$LOGS/$name.log" >&2 || true
+  if pid="$(service_pid "$name")"; then
+    stop_pid "$name" "$pid"
+  fi
+  rm -f "$PIDS/$name.pid"
+  exit 1
+}
+
+# Poll `check_<name>` until it succeeds; fail loudly on timeout or if the process dies.
+wait_ready() {
+  local name="$1" check="$2" deadline=$((SECONDS + READY_TIMEOUT))
+  while ! "$check"; do
+    is_running "$name" || fail_service "$name" "exited before it was ready"
+    ((SECONDS < deadline)) || fail_service "$name" "not ready after ${READY_TIMEOUT}s"
+    sleep 0.2
+  done
+}
+
+# A TCP port on $HOST that answers a connect, i.e. someone listens there.
+port_in_use() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+ensure_port_free() {
+  local name="$1" port="$2"
+  if port_in_use "$port"; then
+    local who=""
+    if command -v ss >/dev/null; then who="$(ss -ltnpH "sport = :$port" 2>/dev/null | head -n 3)"; fi
+    die "port $HOST:$port (for $name) is taken by a process this script did not start${who:+: $who}"
+  fi
+}
+
+# SIGTERM, wait up to STOP_TIMEOUT s, then SIGKILL.
+stop_pid() {
+  local name="$1" pid="$2" marker i
+  marker="$(marker_of "$name")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
+    pid_matches "$pid" "$marker" || return 0
+    sleep 0.2
+  done
+  say "$name (pid $pid) still running after ${STOP_TIMEOUT}s; sending SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+  for ((i = 0; i < 25; i++)); do
+    pid_matches "$pid" "$marker" || return 0
+    sleep 0.2
+  done
+  die "could not stop $name (pid $pid)"
+}
+
+# --- installation ---------------------------------------------------------------------------
+need_root() {
+  [[ "$(id -u)" == 0 ]] || die "must run as root (apt-get, dockerd)"
+}
+
+install_packages() {
+  local missing=() pkg
+  for pkg in "${APT_PACKAGES[@]}"; do
+    if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
+      missing+=("$pkg")
+    fi
+  done
+  ((${#missing[@]} == 0)) && return 0
+  say "installing Debian packages: ${missing[*]}"
+  local log="$LOGS/apt.log"
+  if ! {
+    DEBIAN_FRONTEND=noninteractive apt-get update -q &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+  } >"$log" 2>&1 </dev/null; then
+    tail -n 30 "$log" >&2
+    die "apt-get failed (log: $log)"
+  fi
+}
+
+venv_ok() {
+  [[ -x "$VENV/bin/python" && -x "$VENV/bin/moto_server" && -x "$VENV/bin/aws" ]] || return 1
+  local pin name version checks=""
+  for pin in "${PIP_PINS[@]}"; do
+    name="${pin%%==*}"
+    name="${name%%\[*}"
+    version="${pin##*==}"
+    checks+="assert m.version('$name') == '$version', '$name';"
+  done
+  "$VENV/bin/python" -c "import importlib.metadata as m; $checks" 2>/dev/null
+}
+
+install_venv() {
+  venv_ok && return 0
+  say "installing moto and awscli into $VENV"
+  local log="$LOGS/pip.log"
+  # Debian's python3 (the one python3-venv is for), not whatever `python3` is first on PATH.
+  if ! {
+    /usr/bin/python3 -m venv --clear "$VENV" &&
+      "$VENV/bin/pip" install -q --disable-pip-version-check "${PIP_PINS[@]}"
+  } >"$log" 2>&1 </dev/null; then
+    tail -n 30 "$log" >&2
+    die "creating the venv failed (log: $log)"
+  fi
+  venv_ok || die "venv at $VENV lacks ${PIP_PINS[*]} after install (log: $log)"
+}
+
+# --- dockerd --------------------------------------------------------------------------------
+check_dockerd() {
+  [[ "$(curl -sf --max-time 2 --unix-socket "$DOCKER_SOCK" http://localhost/_ping 2>/dev/null)" == OK ]]
+}
+
+# Flags, each checked on these machines (Debian 12, docker.io 20.10, no systemd, no internet):
+#   --config-file      an empty private one, so a host /etc/docker/daemon.json does not leak in.
+#   --data-root, --exec-root, --host, --pidfile
+#                      everything private; /var/lib/docker and /var/run/docker.sock stay
+#                      untouched (dockerd itself still creates an empty /run/docker/plugins and
+#                      containerd's shims use /run/containerd/s; both are hard-coded upstream).
+#   --iptables=false --ip-forward=false --ip-masq=false
+#                      leave the host firewall and sysctls alone (by default dockerd adds DOCKER
+#                      chains, NAT rules, turns on net.ipv4.ip_forward and sets the FORWARD
+#                      policy to DROP). Containers get no route out, which is moot offline; the
+#                      daemon's own pushes to 127.0.0.1 registries don't go through containers.
+#                      Side effect: classic builds print "[Warning] IPv4 forwarding is disabled.
+#                      Networking will not work." once per RUN step.
+#   NOT --bridge none: the classic builder copes, but BuildKit RUN steps then fail with
+#                      "network bridge not found". So the default docker0 bridge is created
+#                      (172.17.0.1/16, no NAT) and, like dockerd always does, left in place.
+#   --shutdown-timeout 5
+#                      containers get 5 s on shutdown, so dockerd exits within `down`'s 15 s.
+start_dockerd() {
+  if is_running dockerd; then
+    wait_ready dockerd check_dockerd
+    return 0
+  fi
+  if check_dockerd; then
+    die "something not started by this script answers on $DOCKER_SOCK"
+  fi
+  mkdir -p "$DOCKER_DATA" "$DOCKER_EXEC"
+  [[ -f "$DOCKER_DIR/daemon.json" ]] || printf '{}\n' >"$DOCKER_DIR/daemon.json"
+  rm -f "$DOCKER_DIR/dockerd.pid" # dockerd's own; a stale one with a recycled pid blocks it
+  say "starting dockerd on unix://$DOCKER_SOCK"
+  launch dockerd "$DOCKER_DIR" dockerd \
+    --config-file "$DOCKER_DIR/daemon.json" \
+    --data-root "$DOCKER_DATA" \
+    --exec-root "$DOCKER_EXEC" \
+    --host "unix://$DOCKER_SOCK" \
+    --pidfile "$DOCKER_DIR/dockerd.pid" \
+    --iptables=false --ip6tables=false --ip-forward=false --ip-masq=false \
+    --shutdown-timeout 5
+  wait_ready dockerd check_dockerd
+}
+
+# Import $BASE_IMAGE (busybox-static plus a symlink per applet) unless the daemon has it.
+ensure_base_image() {
+  export DOCKER_HOST="unix://$DOCKER_SOCK"
+  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    return 0
+  fi
+  say "importing $BASE_IMAGE from /bin/busybox"
+  local rootfs p
+  rootfs="$(mktemp -d "$STATE/rootfs.XXXXXX")"
+  # shellcheck disable=SC2064 # expand now: the path is fixed
+  trap "rm -rf '$rootfs'" EXIT
+  mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/root" "$rootfs/tmp"
+  chmod 1777 "$rootfs/tmp"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  # --list-full gives each applet's canonical path (bin/sh, usr/bin/env, sbin/ip, ...).
+  while read -r p; do
+    case "$p" in bin/busybox | linuxrc | '') continue ;; esac
+    mkdir -p "$rootfs/$(dirname "$p")"
+    ln -sf /bin/busybox "$rootfs/$p"
+  done < <(/bin/busybox --list-full)
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
+    >"$rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+  tar -C "$rootfs" -c . | docker import -c 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+  trap - EXIT
+  docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || die "importing $BASE_IMAGE failed"
+}
+
+# --- registries -----------------------------------------------------------------------------
+registry_answers() {
+  local code
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$HOST:$1/v2/" 2>/dev/null)" || true
+  [[ "$code" == 200 || "$code" == 401 ]]
+}
+check_registry() { registry_answers "$REGISTRY_PORT"; }
+check_auth_registry() { registry_answers "$AUTH_REGISTRY_PORT"; }
+
+# write_registry_config DIR PORT [HTPASSWD]
+write_registry_config() {
+  local dir="$1" port="$2" htpasswd="${3:-}"
+  mkdir -p "$dir/data"
+  {
+    cat <<EOF
+version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true # the "response completed" lines say the same
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: $HOST:$port
+  secret: imgpipe-local-only # signs upload state; fixed so no warning, nothing to protect here
+EOF
+    if [[ -n "$htpasswd" ]]; then
+      cat <<EOF
+auth:
+  htpasswd:
+    realm: imgpipe-local
+    path: $htpasswd
+EOF
+    fi
+  } >"$dir/config.yml"
+}
+
+start_registry() {
+  if is_running registry; then
+    wait_ready registry check_registry
+    return 0
+  fi
+  ensure_port_free registry "$REGISTRY_PORT"
+  write_registry_config "$REGISTRY_DIR" "$REGISTRY_PORT"
+  say "starting registry on $HOST:$REGISTRY_PORT"
+  launch registry "$REGISTRY_DIR" docker-registry serve "$REGISTRY_DIR/config.yml"
+  wait_ready registry check_registry
+}
+
+start_auth_registry() {
+  if is_running auth-registry; then
+    wait_ready auth-registry check_auth_registry
+    return 0
+  fi
+  ensure_port_free auth-registry "$AUTH_REGISTRY_PORT"
+  mkdir -p "$AUTH_REGISTRY_DIR"
+  local htpasswd="$AUTH_REGISTRY_DIR/htpasswd"
+  # bcrypt entries (the only kind distribution accepts); rewritten on each start.
+  if ! { htpasswd -B -b -c "$htpasswd.tmp" "$AWS_USER" "$AWS_PASSWORD" &&
+    htpasswd -B -b "$htpasswd.tmp" "$SPECIAL_USER" "$SPECIAL_PASSWORD"; } 2>/dev/null; then
+    die "htpasswd failed writing $htpasswd.tmp"
+  fi
+  mv "$htpasswd.tmp" "$htpasswd"
+  write_registry_config "$AUTH_REGISTRY_DIR" "$AUTH_REGISTRY_PORT" "$htpasswd"
+  say "starting auth-registry (htpasswd) on $HOST:$AUTH_REGISTRY_PORT"
+  launch auth-registry "$AUTH_REGISTRY_DIR" docker-registry serve "$AUTH_REGISTRY_DIR/config.yml"
+  wait_ready auth-registry check_auth_registry
+}
+
+# --- moto -----------------------------------------------------------------------------------
+# Calls ECR GetAuthorizationToken (moto does not check signatures, only reads the service name
+# from the credential scope) and prints the decoded token, e.g. AWS:123456789012-auth-token.
+moto_token() {
+  local body token
+  body="$(curl -sf --max-time 2 -X POST "http://$HOST:$ECR_PORT/" \
+    -H 'Content-Type: application/x-amz-json-1.1' \
+    -H 'X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken' \
+    -H 'Authorization: AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/ecr/aws4_request, SignedHeaders=host, Signature=0' \
+    -d '{}' 2>/dev/null)" || return 1
+  token="$(sed -nE 's/.*"authorizationToken": *"([^"]*)".*/\1/p' <<<"$body")"
+  [[ -n "$token" ]] || return 1
+  base64 -d <<<"$token"
+}
+check_moto() { moto_token >/dev/null; }
+
+start_moto() {
+  if ! is_running moto; then
+    ensure_port_free moto "$ECR_PORT"
+    mkdir -p "$MOTO_DIR"
+    say "starting moto (ECR API) on $HOST:$ECR_PORT"
+    # MOTO_ACCOUNT_ID unset so the account, hence the registry password, is the default one.
+    launch moto "$MOTO_DIR" env -u MOTO_ACCOUNT_ID "$VENV/bin/moto_server" -H "$HOST" -p "$ECR_PORT"
+  fi
+  wait_ready moto check_moto
+  local got
+  got="$(moto_token)"
+  [[ "$got" == "$AWS_USER:$AWS_PASSWORD" ]] ||
+    die "moto's ECR token decodes to '$got', expected '$AWS_USER:$AWS_PASSWORD' (update AWS_PASSWORD)"
+}
+
+# --- subcommands ----------------------------------------------------------------------------
+SERVICES=(dockerd registry auth-registry moto)
+
+lock() {
+  exec 9>"$STATE/.lock"
+  flock 9
+}
+
+cmd_up() {
+  need_root
+  mkdir -p "$PIDS" "$LOGS"
+  lock
+  install_packages
+  install_venv
+  # Fail before starting anything if a port we need is held by someone else.
+  is_running registry || ensure_port_free registry "$REGISTRY_PORT"
+  is_running auth-registry || ensure_port_free auth-registry "$AUTH_REGISTRY_PORT"
+  is_running moto || ensure_port_free moto "$ECR_PORT"
+  start_dockerd
+  ensure_base_image
+  start_registry
+  start_moto # before the auth registry: it confirms the password the htpasswd file gets
+  start_auth_registry
+  say "all services ready"
+  print_env
+}
+
+cmd_down() {
+  mkdir -p "$PIDS"
+  lock
+  local name pid
+  # dockerd first: nothing can push to the registries or call moto through it while they stop,
+  # and it gets to stop its containers and its containerd cleanly.
+  for name in "${SERVICES[@]}"; do
+    if pid="$(service_pid "$name")"; then
+      say "stopping $name (pid $pid)"
+      stop_pid "$name" "$pid"
+    fi
+    rm -f "$PIDS/$name.pid"
+    if [[ "$name" == dockerd ]]; then
+      sweep_docker_children
+    fi
+  done
+}
+
+# If dockerd had to be killed, what it started outlives it: its containerd, one shim per running
+# container, and the containers' processes. The first two are ours for sure: containerd binaries
+# whose command line names our private exec root. The containers' processes are the shims' direct
+# children (each container's init; SIGKILL to it ends its whole pid namespace), which is what
+# dockerd itself does to containers at the end of its shutdown timeout.
+sweep_docker_children() {
+  local shims=() daemons=() inits=() p s exe cmdline ppid
+  for p in /proc/[0-9]*; do
+    p="${p#/proc/}"
+    exe="$(readlink "/proc/$p/exe" 2>/dev/null)" || continue
+    exe="${exe##*/}"
+    [[ "$exe" == containerd* ]] || continue
+    cmdline="$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" || continue
+    [[ "$cmdline" == *"$DOCKER_EXEC/"* ]] || continue
+    if [[ "$exe" == containerd-shim* ]]; then shims+=("$p"); else daemons+=("$p"); fi
+  done
+  if ((${#shims[@]} > 0)); then
+    for p in /proc/[0-9]*; do
+      p="${p#/proc/}"
+      ppid="$(sed -E 's/^.*\) . ([0-9]+) .*$/\1/' "/proc/$p/stat" 2>/dev/null)" || continue
+      for s in "${shims[@]}"; do
+        if [[ "$ppid" == "$s" ]]; then inits+=("$p"); fi
+      done
+    done
+  fi
+  if ((${#inits[@]} > 0)); then
+    say "killing leftover container processes: ${inits[*]}"
+    kill -KILL "${inits[@]}" 2>/dev/null || true
+    wait_gone "${inits[@]}" || true
+  fi
+  local rest=("${shims[@]}" "${daemons[@]}")
+  ((${#rest[@]} == 0)) && return 0
+  say "stopping leftover containerd processes: ${rest[*]}"
+  kill -TERM "${rest[@]}" 2>/dev/null || true
+  if ! wait_gone "${rest[@]}"; then
+    kill -KILL "${rest[@]}" 2>/dev/null || true
+    wait_gone "${rest[@]}" || die "could not stop containerd processes ${rest[*]}"
+  fi
+}
+
+# True if the pid is a live process (zombies count as gone: they wait only for init to reap them).
+pid_alive() {
+  local state
+  state="$(sed -E 's/^.*\) (.).*$/\1/' "/proc/$1/stat" 2>/dev/null)" || return 1
+  [[ -n "$state" && "$state" != Z && "$state" != X ]]
+}
+
+# Wait up to STOP_TIMEOUT s until none of the pids is alive.
+wait_gone() {
+  local i p alive
+  for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do
+    alive=0
+    for p in "$@"; do
+      if pid_alive "$p"; then alive=1; fi
+    done
+    ((alive)) || return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+cmd_status() {
+  local name pid all=0
+  for name in "${SERVICES[@]}"; do
+    if pid="$(service_pid "$name")"; then
+      printf '%s: running (pid %s)\n' "$name" "$pid"
+    else
+      printf '%s: stopped\n' "$name"
+      all=3
+    fi
+  done
+  return "$all"
+}
+
+main() {
+  local cmd="${1:-}"
+  case "$cmd" in
+  up | env | down | status) ;;
+  *)
+    printf 'usage: %s up|env|down|status\n' "$0" >&2
+    exit 2
+    ;;
+  esac
+  set_paths
+  case "$cmd" in
+  up) cmd_up ;;
+  env) print_env ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,329 @@
+//! AWS configuration for the tools that call the ECR API, and SDK errors in words.
+//!
+//! Credentials come from the SDK's default chain (environment, profile, SSO, web identity,
+//! ECS/CodeBuild container credentials, EC2 instance metadata); the region from `--region`,
+//! `AWS_REGION`/`AWS_DEFAULT_REGION` or the profile. The standard `AWS_ENDPOINT_URL_ECR` and
+//! `AWS_ENDPOINT_URL` variables point the client elsewhere (the local ECR API server in tests),
+//! and `AWS_RETRY_MODE`/`AWS_MAX_ATTEMPTS` choose the SDK's retry behaviour.
+
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_ecr::config::{ProvideCredentials, Region};
+use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
+
+use crate::error::{Error, Result, chain};
+
+/// The AWS flags of the tools that call AWS.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct AwsArgs {
+    /// AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, then the profile's region).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Named profile from ~/.aws/config (default: AWS_PROFILE).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Send ECR API calls to this URL instead of the region's endpoint
+    /// (default: AWS_ENDPOINT_URL_ECR, then AWS_ENDPOINT_URL).
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+/// A loaded AWS configuration, with what the error messages need to know about it.
+#[derive(Clone, Debug)]
+pub struct Aws {
+    config: SdkConfig,
+    region: String,
+    endpoint: String,
+}
+
+/// Whether `region` looks like an AWS region name (`us-east-1`, `us-gov-west-1`, `cn-north-1`).
+#[must_use]
+pub fn is_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1]
+            .parse::<u16>()
+            .is_ok_and(|n| n > 0 && !parts[parts.len() - 1].starts_with('0'))
+}
+
+impl Aws {
+    /// Loads the configuration and resolves credentials once, so a missing or broken credential
+    /// source is reported as such rather than as a failed request.
+    pub async fn load(args: &AwsArgs) -> Result<Self> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(30))
+                .operation_attempt_timeout(Duration::from_secs(60))
+                .build(),
+        );
+        if let Some(region) = &args.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &args.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &args.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+
+        let region = config.region().map(ToString::to_string).ok_or_else(|| {
+            Error::config("no AWS region is set").with_hint(
+                "pass --region, or set AWS_REGION (CodeBuild sets AWS_DEFAULT_REGION itself)",
+            )
+        })?;
+        if !is_region_name(&region) {
+            return Err(Error::config(format!(
+                "'{region}' is not an AWS region name"
+            ))
+            .with_hint("use a region such as us-east-1 or eu-west-2, from --region, AWS_REGION or the profile"));
+        }
+        let endpoint = args
+            .endpoint_url
+            .clone()
+            .or_else(|| env_nonempty("AWS_ENDPOINT_URL_ECR"))
+            .or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
+            .unwrap_or_else(|| format!("https://api.ecr.{region}.amazonaws.com"));
+        let aws = Self {
+            config,
+            region,
+            endpoint,
+        };
+        aws.check_credentials().await?;
+        Ok(aws)
+    }
+
+    async fn check_credentials(&self) -> Result<()> {
+        use aws_credential_types::provider::error::CredentialsError;
+        let provider = self
+            .config
+            .credentials_provider()
+            .ok_or_else(|| Error::config("no AWS credential provider is configured"))?;
+        match provider.provide_credentials().await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let detail = chain(&err);
+                Err(match err {
+                    CredentialsError::CredentialsNotLoaded(_) => Error::config(format!(
+                        "no AWS credentials found ({detail})"
+                    ))
+                    .with_hint(
+                        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --profile, or give the CodeBuild project a service role",
+                    ),
+                    CredentialsError::ProviderTimedOut(_) => Error::timeout(format!(
+                        "the AWS credential source did not answer in time ({detail})"
+                    )),
+                    CredentialsError::InvalidConfiguration(_) => Error::config(format!(
+                        "the AWS credential configuration is invalid: {detail}"
+                    ))
+                    .with_hint("check ~/.aws/config and the AWS_* variables"),
+                    _ => Error::no_perm(format!("could not get AWS credentials: {detail}"))
+                        .with_hint("refresh them (for SSO: aws sso login) and try again"),
+                })
+            }
+        }
+    }
+
+    /// The SDK configuration, for building service clients.
+    #[must_use]
+    pub fn config(&self) -> &SdkConfig {
+        &self.config
+    }
+
+    /// An ECR API client.
+    #[must_use]
+    pub fn ecr(&self) -> aws_sdk_ecr::Client {
+        aws_sdk_ecr::Client::new(&self.config)
+    }
+
+    /// The region in use.
+    #[must_use]
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The ECR API endpoint in use, for messages.
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Turns a failed ECR call into an [`Error`] that says what failed, why, and the fix.
+    /// `action` says what was being done ("creating repository my-app"). Callers handle the
+    /// service errors that mean something particular to them first.
+    pub fn error<E, R>(&self, action: &str, err: &SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        describe_sdk_error(action, &self.endpoint, &self.region, err)
+    }
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The service error codes that mean the caller's credentials are missing, wrong or expired.
+const AUTH_CODES: &[(&str, &str)] = &[
+    (
+        "ExpiredTokenException",
+        "the AWS session token has expired: refresh the credentials (aws sso login, or assume the role again)",
+    ),
+    (
+        "ExpiredToken",
+        "the AWS session token has expired: refresh the credentials (aws sso login, or assume the role again)",
+    ),
+    (
+        "UnrecognizedClientException",
+        "the access key is not valid in this partition or has been deleted: check AWS_ACCESS_KEY_ID and the region",
+    ),
+    (
+        "InvalidClientTokenId",
+        "the access key is not valid: check AWS_ACCESS_KEY_ID",
+    ),
+    (
+        "InvalidSignatureException",
+        "the secret key does not match the access key, or the clock is off: check AWS_SECRET_ACCESS_KEY and the system time",
+    ),
+    (
+        "SignatureDoesNotMatch",
+        "the secret key does not match the access key: check AWS_SECRET_ACCESS_KEY",
+    ),
+    (
+        "AccessDeniedException",
+        "grant the permission to the role the build runs as (ecr-repo --print-iam-policy prints a least-privilege policy)",
+    ),
+];
+
+/// See [`Aws::error`].
+pub fn describe_sdk_error<E, R>(
+    action: &str,
+    endpoint: &str,
+    region: &str,
+    err: &SdkError<E, R>,
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let e = service.err();
+            let code = e.code().unwrap_or("unknown error");
+            let message = e.message().unwrap_or("");
+            let text = if message.is_empty() {
+                format!("{action}: {code}")
+            } else {
+                format!("{action}: {code}: {message}")
+            };
+            if let Some((_, hint)) = AUTH_CODES.iter().find(|(c, _)| *c == code) {
+                return Error::no_perm(text).with_hint(*hint);
+            }
+            if code.contains("Throttl")
+                || code == "ServerException"
+                || code.contains("ServiceUnavailable")
+            {
+                return Error::unavailable(text).with_hint(
+                    "the ECR API is busy or failing: try again later, or raise AWS_MAX_ATTEMPTS",
+                );
+            }
+            Error::data(text)
+        }
+        SdkError::TimeoutError(_) => Error::timeout(format!(
+            "{action}: the ECR API at {endpoint} did not answer in time"
+        ))
+        .with_hint("check the network path to the endpoint (VPC endpoints, proxies) and try again"),
+        SdkError::DispatchFailure(failure) => {
+            let detail = chain(err);
+            if failure.is_timeout() {
+                Error::timeout(format!(
+                    "{action}: the ECR API at {endpoint} did not answer in time ({detail})"
+                ))
+            } else if failure.is_io() {
+                Error::unavailable(format!(
+                    "{action}: cannot reach the ECR API at {endpoint} ({detail})"
+                ))
+                .with_hint(format!(
+                    "check the region ({region}), AWS_ENDPOINT_URL_ECR and the network"
+                ))
+            } else {
+                Error::unavailable(format!(
+                    "{action}: the request to {endpoint} failed: {detail}"
+                ))
+            }
+        }
+        SdkError::ResponseError(_) => Error::unavailable(format!(
+            "{action}: the ECR API at {endpoint} sent a response that could not be read ({})",
+            chain(err)
+        )),
+        _ => Error::internal(format!("{action}: {}", chain(err))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_names() {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-5",
+            "il-central-1",
+        ] {
+            assert!(is_region_name(ok), "{ok}");
+        }
+        for bad in [
+            "useast1",
+            "us-east",
+            "US-EAST-1",
+            "us-east-01",
+            "us--1",
+            "",
+            "us-east-1a",
+            "u-east-1",
+        ] {
+            assert!(!is_region_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn expired_tokens_are_permission_errors_with_the_fix() {
+        use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError;
+        use aws_smithy_runtime_api::http::{Response, StatusCode};
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+
+        let service = DescribeRepositoriesError::generic(
+            ErrorMetadata::builder()
+                .code("ExpiredTokenException")
+                .message("The security token included in the request is expired")
+                .build(),
+        );
+        let raw = Response::new(StatusCode::try_from(400).unwrap(), SdkBody::empty());
+        let err = SdkError::service_error(service, raw);
+        let error = describe_sdk_error(
+            "describing repository app",
+            "https://api.ecr.us-east-1.amazonaws.com",
+            "us-east-1",
+            &err,
+        );
+        assert_eq!(error.code(), crate::exit::NO_PERM);
+        assert!(error.message().contains("ExpiredTokenException"));
+        assert!(error.hint().unwrap().contains("expired"));
+    }
+}

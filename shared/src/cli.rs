@@ -1,0 +1,119 @@
+//! What every tool's command line has in common, and the `main` they all share.
+//!
+//! A tool's `main.rs` is one call: `shared::cli::main::<Cli>("tool", tool::run)`. This function
+//! adds the exit-code table to `--help`, sets up logging, runs the tool, prints an error once as
+//! a single line on stderr, and turns a closed stdout (`tool | head -1`) into a quiet success.
+
+use std::future::Future;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::document::Document;
+use crate::error::{Error, Result};
+use crate::exit::{self, Code};
+use crate::io::{Input, Output, stdin_input};
+use crate::log;
+
+/// Flags every tool takes.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Common {
+    /// Do not read documents from stdin; work from flags alone. (Nothing is read either when
+    /// stdin is a terminal or empty.)
+    #[arg(long, global = true)]
+    pub no_input: bool,
+
+    /// Print only this field of each output document, raw (strings as they are, arrays one item
+    /// per line), for use in shell: e.g. `--field image_uri`. Dotted paths reach nested fields.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub field: Option<String>,
+
+    /// Print only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Print more detail on stderr.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// A tool's parsed command line, giving access to the common flags.
+pub trait Cli: clap::Parser {
+    /// The common flags.
+    fn common(&self) -> &Common;
+}
+
+/// The `main` of every tool: parses the command line into `C`, runs `run`, and exits with its code.
+pub fn main<C: Cli>(tool: &'static str, run: fn(&C) -> Result<Code>) -> ExitCode {
+    let mut command = C::command();
+    let help = match command.get_after_long_help() {
+        Some(examples) => format!("{examples}\n\n{}", exit::help_section()),
+        None => exit::help_section(),
+    };
+    command = command.after_long_help(help);
+    let cli = match C::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    log::init(tool, cli.common().quiet, cli.common().verbose);
+    install_panic_hook();
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(&cli))) {
+        Ok(Ok(code)) => code,
+        Ok(Err(err)) if err.is_broken_pipe() => exit::SUCCESS,
+        Ok(Err(err)) => {
+            report(&err);
+            err.code()
+        }
+        Err(_) => exit::SOFTWARE,
+    };
+    code.into()
+}
+
+/// Prints an error as the one line a person reads.
+pub fn report(err: &Error) {
+    log::write(log::Level::Error, format_args!("{err}"));
+}
+
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let mut stderr = std::io::stderr().lock();
+        let _ = writeln!(
+            stderr,
+            "{}: internal error: {info} (this is a bug in imgpipe: please report it with the command you ran)",
+            log::tool()
+        );
+    }));
+}
+
+/// Runs `step` on each input document and writes each result to stdout, flushed at once.
+///
+/// With no input, `step` runs once on an empty document. The first error stops the run: records
+/// already written stay written, and nothing is written for the failing one.
+pub async fn pipeline<F, Fut>(common: &Common, mut step: F) -> Result<Code>
+where
+    F: FnMut(Document) -> Fut,
+    Fut: Future<Output = Result<Document>>,
+{
+    let mut output = Output::new(std::io::stdout().lock(), common.field.clone());
+    let mut seen = 0usize;
+    if let Input::Stream(records) = stdin_input(common.no_input) {
+        for record in records {
+            seen += 1;
+            output.write(step(record?).await?)?;
+        }
+    }
+    if seen == 0 {
+        output.write(step(Document::new()).await?)?;
+    }
+    Ok(exit::SUCCESS)
+}
+
+/// A single-threaded async runtime for a tool's work: the tools do one thing at a time, and a
+/// small runtime starts fast.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", &e))
+}

@@ -1,0 +1,90 @@
+//! The Docker Engine client: where the daemon is, and one clear line when it does not answer.
+//!
+//! The daemon's address comes from `DOCKER_HOST` as the docker CLI reads it: `unix://PATH`
+//! (the default is `/var/run/docker.sock`), `tcp://HOST:PORT` or `http://`, and TLS with
+//! `DOCKER_TLS_VERIFY` and the certificates in `DOCKER_CERT_PATH`. The API version is negotiated,
+//! so Engine 20.10 and newer both work.
+
+use std::time::Duration;
+
+use bollard::Docker;
+
+use crate::error::{Error, Result, chain};
+
+/// The daemon address used when `DOCKER_HOST` is unset.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// How long to wait for the daemon to answer the first request.
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one API request may take: builds and pushes stream for a long time.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
+
+/// A connected Docker Engine, with its address for messages.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    /// The API client, at the negotiated version.
+    pub client: Docker,
+    /// The address the client talks to (`unix:///var/run/docker.sock`).
+    pub host: String,
+}
+
+/// The daemon address from `DOCKER_HOST`, or the default socket.
+#[must_use]
+pub fn host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| DEFAULT_HOST.to_owned())
+}
+
+fn unreachable(host: &str, detail: &str) -> Error {
+    Error::unavailable(format!("no Docker daemon answers at {host} ({detail})")).with_hint(
+        "start dockerd or set DOCKER_HOST; in CodeBuild, turn on privileged mode for the project",
+    )
+}
+
+impl Engine {
+    /// Connects to the daemon, negotiates the API version and checks that it answers.
+    pub async fn connect() -> Result<Self> {
+        let host = host();
+        let client = Docker::connect_with_host(&host)
+            .map_err(|e| {
+                Error::config(format!("cannot use DOCKER_HOST={host}: {}", chain(&e))).with_hint(
+                    "DOCKER_HOST takes unix:///path/to/docker.sock, tcp://host:port or https://host:port",
+                )
+            })?
+            .with_timeout(PING_TIMEOUT);
+        let client = match tokio::time::timeout(PING_TIMEOUT, client.negotiate_version()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => return Err(unreachable(&host, &chain(&e))),
+            Err(_) => return Err(unreachable(&host, "no answer within 10 s")),
+        };
+        Ok(Self {
+            client: client.with_timeout(REQUEST_TIMEOUT),
+            host,
+        })
+    }
+
+    /// Asks the daemon whether it is alive (`GET /_ping`).
+    pub async fn ping(&self) -> Result<()> {
+        match tokio::time::timeout(PING_TIMEOUT, self.client.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(unreachable(&self.host, &chain(&e))),
+            Err(_) => Err(unreachable(&self.host, "no answer within 10 s")),
+        }
+    }
+
+    /// The daemon's version string (`20.10.24`), and the API version in use.
+    pub async fn version(&self) -> Result<(String, String)> {
+        let version = self
+            .client
+            .version()
+            .await
+            .map_err(|e| unreachable(&self.host, &chain(&e)))?;
+        Ok((
+            version.version.unwrap_or_default(),
+            self.client.client_version().to_string(),
+        ))
+    }
+}

@@ -1,0 +1,284 @@
+//! Reading image documents from stdin and writing them to stdout.
+//!
+//! Input is nothing (stdin is a terminal, or `--no-input`), one JSON object, or a stream of objects
+//! (NDJSON or simply concatenated), read as it arrives. Empty input counts as nothing, so a tool
+//! works alone in a buildspec whose stdin is empty. Output is one compact JSON object per line per
+//! input object, flushed at once so the next tool in a pipeline can start.
+//!
+//! Errors in the input name the record, the line and column or the field path, and exit with
+//! [`crate::exit::DATA`] before that record is acted on.
+
+use std::cell::Cell;
+use std::io::{self, BufRead, Read, Write};
+use std::rc::Rc;
+
+use serde_json::Value;
+
+use crate::document::Document;
+use crate::error::{Error, Result};
+
+/// Where the next record starts, shared between the reader and [`Records`].
+#[derive(Default)]
+struct Position {
+    /// The current line, 1-based.
+    line: Cell<usize>,
+    /// Whether the reader is between records (only whitespace seen since the last one).
+    between: Cell<bool>,
+    /// The line of the first byte of the record being read.
+    start_line: Cell<usize>,
+}
+
+/// A reader that notes the line on which each record starts. serde_json reads one byte at a
+/// time from it, so what it sees is exactly what the parser consumed.
+struct Tracking<R> {
+    inner: R,
+    position: Rc<Position>,
+}
+
+impl<R: Read> Read for Tracking<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        for &byte in &buf[..n] {
+            if self.position.between.get() && !byte.is_ascii_whitespace() {
+                self.position.between.set(false);
+                self.position.start_line.set(self.position.line.get());
+            }
+            if byte == b'\n' {
+                self.position.line.set(self.position.line.get() + 1);
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The documents of a JSON stream, in order.
+pub struct Records<R: Read> {
+    stream: serde_json::StreamDeserializer<'static, serde_json::de::IoRead<Tracking<R>>, Value>,
+    position: Rc<Position>,
+    count: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Records<R> {
+    /// Reads documents from `reader`.
+    pub fn new(reader: R) -> Self {
+        let position = Rc::new(Position::default());
+        position.line.set(1);
+        position.between.set(true);
+        let tracking = Tracking {
+            inner: reader,
+            position: Rc::clone(&position),
+        };
+        Self {
+            stream: serde_json::Deserializer::from_reader(tracking).into_iter(),
+            position,
+            count: 0,
+            done: false,
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for Records<R> {
+    type Item = Result<Document>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        self.position.between.set(true);
+        let item = self.stream.next()?;
+        self.count += 1;
+        let result = match item {
+            Ok(value) => {
+                let at = format!(
+                    "input record {} (line {})",
+                    self.count,
+                    self.position.start_line.get()
+                );
+                Document::from_value(value, &at)
+            }
+            Err(err) => Err(json_error(&err, self.count)),
+        };
+        if result.is_err() {
+            self.done = true;
+        }
+        Some(result)
+    }
+}
+
+fn json_error(err: &serde_json::Error, record: usize) -> Error {
+    if err.is_io() {
+        let io = io::Error::other(err.to_string());
+        return Error::io("reading standard input", &io);
+    }
+    // serde_json's message ends with " at line L column C"; put the position first instead.
+    let text = err.to_string();
+    let reason = text
+        .rfind(" at line ")
+        .map_or(text.as_str(), |end| &text[..end]);
+    Error::data(format!(
+        "input record {record} is not valid JSON at line {} column {}: {reason}",
+        err.line(),
+        err.column()
+    ))
+    .with_hint("each input record must be a JSON object, as the imgpipe tools write them")
+}
+
+/// Where the documents come from.
+pub enum Input<R: Read> {
+    /// No input: one empty document, from flags alone.
+    Nothing,
+    /// A stream of documents.
+    Stream(Records<R>),
+}
+
+/// Opens stdin as the tools read it: nothing when it is a terminal or `no_input` is set.
+#[must_use]
+pub fn stdin_input(no_input: bool) -> Input<io::StdinLock<'static>> {
+    use std::io::IsTerminal;
+    let stdin = io::stdin();
+    if no_input || stdin.is_terminal() {
+        Input::Nothing
+    } else {
+        Input::Stream(Records::new(stdin.lock()))
+    }
+}
+
+/// Writes documents to stdout: whole, one compact line each, or one field raw.
+pub struct Output<W: Write> {
+    out: W,
+    field: Option<String>,
+}
+
+impl<W: Write> Output<W> {
+    /// Writes to `out`; with `field`, writes only that field's value, raw (see [`raw_lines`]).
+    pub fn new(out: W, field: Option<String>) -> Self {
+        Self { out, field }
+    }
+
+    /// Writes one document and flushes.
+    pub fn write(&mut self, document: Document) -> Result<()> {
+        let stdout_error = |e: &io::Error| Error::io("writing to standard output", e);
+        match &self.field {
+            None => {
+                let value = document.into_value();
+                serde_json::to_writer(&mut self.out, &value)
+                    .map_err(|e| stdout_error(&io::Error::from(e)))?;
+                self.out.write_all(b"\n").map_err(|e| stdout_error(&e))?;
+            }
+            Some(path) => {
+                let value = document.lookup(path).ok_or_else(|| {
+                    Error::data(format!("the output document has no field {path}"))
+                        .with_hint("run without --field to see the whole document")
+                })?;
+                for line in raw_lines(value) {
+                    writeln!(self.out, "{line}").map_err(|e| stdout_error(&e))?;
+                }
+            }
+        }
+        self.out.flush().map_err(|e| stdout_error(&e))
+    }
+}
+
+/// A value as shell-friendly lines: a string as it is, an array one element per line, anything
+/// else as compact JSON.
+#[must_use]
+pub fn raw_lines(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) => items.iter().flat_map(raw_lines).collect(),
+        Value::Null => Vec::new(),
+        other => vec![other.to_string()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::exit;
+
+    fn read_all(text: &str) -> Vec<Result<Document>> {
+        Records::new(text.as_bytes()).collect()
+    }
+
+    #[test]
+    fn reads_ndjson_and_concatenated_objects() {
+        let docs = read_all("{\"a\":1}\n{\"a\":2}{\"a\":3}\n\n  {\"a\":\n4}");
+        let values: Vec<Value> = docs
+            .into_iter()
+            .map(|d| d.unwrap().get("a").cloned().unwrap())
+            .collect();
+        assert_eq!(values, [json!(1), json!(2), json!(3), json!(4)]);
+    }
+
+    #[test]
+    fn empty_input_has_no_records() {
+        assert!(read_all("").is_empty());
+        assert!(read_all(" \n\t\n").is_empty());
+    }
+
+    #[test]
+    fn syntax_errors_give_line_and_column() {
+        let docs = read_all("{\"a\":1}\n{\"a\": tru}\n{\"a\":3}");
+        assert_eq!(docs.len(), 2, "reading stops at the first bad record");
+        let err = docs[1].as_ref().unwrap_err();
+        assert_eq!(err.code(), exit::DATA);
+        assert!(
+            err.message()
+                .starts_with("input record 2 is not valid JSON at line 2 column"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn field_errors_name_the_record_and_its_line() {
+        let docs = read_all("{}\n\n{\n \"tags\": [\"a\", 1]\n}");
+        let err = docs[1].as_ref().unwrap_err();
+        assert_eq!(
+            err.message(),
+            "input record 2 (line 3): field tags[1]: expected a string, found a number"
+        );
+    }
+
+    #[test]
+    fn truncated_input_is_an_error() {
+        let docs = read_all("{\"a\":");
+        let err = docs[0].as_ref().unwrap_err();
+        assert!(
+            err.message().contains("EOF while parsing"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn output_is_one_compact_line_per_document() {
+        let mut buf = Vec::new();
+        let mut out = Output::new(&mut buf, None);
+        let mut d = Document::new();
+        d.set("tags", vec!["a", "b"]);
+        out.write(d.clone()).unwrap();
+        out.write(d).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            text,
+            "{\"schema_version\":1,\"tags\":[\"a\",\"b\"]}\n{\"schema_version\":1,\"tags\":[\"a\",\"b\"]}\n"
+        );
+    }
+
+    #[test]
+    fn raw_field_prints_values_one_per_line() {
+        let mut buf = Vec::new();
+        let mut out = Output::new(&mut buf, Some("tags".into()));
+        let mut d = Document::new();
+        d.set("tags", vec!["a", "b"]);
+        out.write(d.clone()).unwrap();
+        assert_eq!(String::from_utf8(buf).unwrap(), "a\nb\n");
+        let mut out = Output::new(Vec::new(), Some("digest".into()));
+        let err = out.write(d).unwrap_err();
+        assert!(err.message().contains("no field digest"));
+    }
+}

@@ -1,0 +1,19 @@
+//! What every imgpipe tool shares: the image document and its JSON I/O, errors and exit codes,
+//! logging, and the clients for AWS, the Docker Engine and container registries.
+//!
+//! If two tools need a piece, it lives here, once.
+
+pub mod aws;
+pub mod cli;
+pub mod docker;
+pub mod document;
+pub mod error;
+pub mod exit;
+pub mod io;
+pub mod log;
+pub mod names;
+pub mod registry;
+pub mod secret;
+
+pub use document::Document;
+pub use error::{Error, Result};

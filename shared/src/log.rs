@@ -1,0 +1,99 @@
+//! Messages for people, on stderr, each line prefixed with the tool's name.
+//!
+//! stdout carries data only; everything a person reads goes through here. `-q` keeps only errors,
+//! `-v` adds detail. Colour is used only when stderr is a terminal and `NO_COLOR` is unset.
+
+use std::fmt;
+use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// How much to say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Errors only (`-q`).
+    Error = 0,
+    /// Warnings.
+    Warn = 1,
+    /// What the tool did (the default).
+    Info = 2,
+    /// Detail (`-v`).
+    Verbose = 3,
+}
+
+static TOOL: OnceLock<&'static str> = OnceLock::new();
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Sets the tool name used as the prefix and the level from `-q`/`-v` counts.
+pub fn init(tool: &'static str, quiet: bool, verbose: u8) {
+    let _ = TOOL.set(tool);
+    let level = if quiet {
+        Level::Error
+    } else if verbose > 0 {
+        Level::Verbose
+    } else {
+        Level::Info
+    };
+    LEVEL.store(level as u8, Ordering::Relaxed);
+}
+
+/// The tool's name, as given to [`init`].
+#[must_use]
+pub fn tool() -> &'static str {
+    TOOL.get().copied().unwrap_or("imgpipe")
+}
+
+/// Whether messages at `level` are shown.
+#[must_use]
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= LEVEL.load(Ordering::Relaxed)
+}
+
+/// Whether stderr is a terminal (live progress) rather than a CI log (plain, throttled lines).
+#[must_use]
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
+fn colour() -> bool {
+    stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Writes one message at `level`. A failed write to stderr is ignored: there is nowhere left
+/// to report it.
+pub fn write(level: Level, args: fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let label = match level {
+        Level::Error => Some(("error", "\x1b[1;31m")),
+        Level::Warn => Some(("warning", "\x1b[1;33m")),
+        Level::Info | Level::Verbose => None,
+    };
+    let mut stderr = std::io::stderr().lock();
+    let _ = match label {
+        Some((label, code)) if colour() => {
+            writeln!(stderr, "{}: {code}{label}:\x1b[0m {args}", tool())
+        }
+        Some((label, _)) => writeln!(stderr, "{}: {label}: {args}", tool()),
+        None => writeln!(stderr, "{}: {args}", tool()),
+    };
+}
+
+/// Logs what the tool did, unless `-q`.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($arg)*)) };
+}
+
+/// Logs a warning, unless `-q`.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Warn, format_args!($($arg)*)) };
+}
+
+/// Logs detail, with `-v`.
+#[macro_export]
+macro_rules! verbose {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Verbose, format_args!($($arg)*)) };
+}
