@@ -335,10 +335,12 @@ start_dockerd() {
   wait_ready dockerd check_dockerd
 }
 
+# The docker client on PATH (28.x, or docker.io's 20.10), talking to our daemon only.
+dockercli() { DOCKER_HOST="unix://$DOCKER_SOCK" docker "$@"; }
+
 # Import $BASE_IMAGE (busybox-static plus a symlink per applet) unless the daemon has it.
 ensure_base_image() {
-  export DOCKER_HOST="unix://$DOCKER_SOCK"
-  if docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+  if dockercli image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
     return 0
   fi
   say "importing $BASE_IMAGE from /bin/busybox"
@@ -358,10 +360,10 @@ ensure_base_image() {
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
     >"$rootfs/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
-  tar -C "$rootfs" -c . | docker import -c 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
+  tar -C "$rootfs" -c . | dockercli import -c 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
   rm -rf "$rootfs"
   trap - EXIT
-  docker image inspect "$BASE_IMAGE" >/dev/null 2>&1 || die "importing $BASE_IMAGE failed"
+  dockercli image inspect "$BASE_IMAGE" >/dev/null 2>&1 || die "importing $BASE_IMAGE failed"
 }
 
 # --- registries -----------------------------------------------------------------------------
@@ -462,7 +464,7 @@ start_moto() {
   fi
   wait_ready moto check_moto
   local got
-  got="$(moto_token)"
+  got="$(moto_token)" || die "moto stopped answering GetAuthorizationToken"
   [[ "$got" == "$AWS_USER:$AWS_PASSWORD" ]] ||
     die "moto's ECR token decodes to '$got', expected '$AWS_USER:$AWS_PASSWORD' (update AWS_PASSWORD)"
 }
@@ -508,6 +510,7 @@ cmd_down() {
     rm -f "$PIDS/$name.pid"
     if [[ "$name" == dockerd ]]; then
       sweep_docker_children
+      unmount_docker_leftovers
     fi
   done
 }
@@ -550,6 +553,22 @@ sweep_docker_children() {
     kill -KILL "${rest[@]}" 2>/dev/null || true
     wait_gone "${rest[@]}" || die "could not stop containerd processes ${rest[*]}"
   fi
+}
+
+# dockerd bind-mounts its data root onto itself (to make it a shared mount) and mounts overlays
+# and network namespaces under its roots; a clean shutdown undoes that, a SIGKILL does not, and a
+# leftover mount makes removing $STATE (e.g. `cargo clean`) fail with "Device or resource busy".
+# Only called once dockerd is gone. Deepest mount points first.
+unmount_docker_leftovers() {
+  local mp
+  while read -r mp; do
+    mp="$(printf '%b' "$mp")" # mountinfo escapes space, tab, newline, backslash as \ooo
+    say "unmounting leftover $mp"
+    umount "$mp" 2>/dev/null || umount -l "$mp" || say "could not unmount $mp"
+  done < <(awk -v a="$DOCKER_DATA" -v b="$DOCKER_EXEC" '
+      { p = $5; q = p; gsub(/\\040/, " ", q) }
+      q == a || index(q, a "/") == 1 || q == b || index(q, b "/") == 1 { print length(q) "\t" p }
+    ' /proc/self/mountinfo | sort -rn | cut -f2-)
 }
 
 # True if the pid is a live process (zombies count as gone: they wait only for init to reap them).

@@ -115,7 +115,8 @@ impl Aws {
                 let detail = chain(&err);
                 Err(match err {
                     CredentialsError::CredentialsNotLoaded(_) => Error::config(format!(
-                        "no AWS credentials found ({detail})"
+                        "no AWS credentials found (tried {})",
+                        attempted_sources(&detail)
                     ))
                     .with_hint(
                         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --profile, or give the CodeBuild project a service role",
@@ -167,6 +168,24 @@ impl Aws {
         R: std::fmt::Debug + 'static,
     {
         describe_sdk_error(action, &self.endpoint, &self.region, err)
+    }
+}
+
+/// The credential sources the SDK's chain tried, from its error text
+/// (`...Attempted:\n  Environment: ...\n  Profile: ...`), or the text itself.
+fn attempted_sources(detail: &str) -> String {
+    let Some((_, attempts)) = detail.split_once("Attempted:") else {
+        return detail.to_owned();
+    };
+    let names: Vec<&str> = attempts
+        .lines()
+        .filter_map(|line| line.trim().split_once(':').map(|(name, _)| name))
+        .filter(|name| !name.is_empty() && !name.contains(' '))
+        .collect();
+    if names.is_empty() {
+        detail.to_owned()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -274,6 +293,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attempted_sources_are_listed_on_one_line() {
+        let detail = "the credential provider was not enabled: no credentials found in chain. Attempted:\n  Environment: not set\n  Profile: the credential provider was not enabled\n  Ec2InstanceMetadata: disabled";
+        assert_eq!(
+            attempted_sources(detail),
+            "Environment, Profile, Ec2InstanceMetadata"
+        );
+        assert_eq!(attempted_sources("plain"), "plain");
+    }
 
     #[test]
     fn region_names() {

@@ -72,7 +72,20 @@ pub fn main<C: Cli>(tool: &'static str, run: fn(&C) -> Result<Code>) -> ExitCode
 
 /// Prints an error as the one line a person reads.
 pub fn report(err: &Error) {
-    log::write(log::Level::Error, format_args!("{err}"));
+    log::write(
+        log::Level::Error,
+        format_args!("{}", one_line(&err.to_string())),
+    );
+}
+
+/// Folds a message onto one line: libraries' multi-line texts become `; `-separated parts.
+#[must_use]
+pub fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn install_panic_hook() {

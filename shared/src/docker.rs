@@ -45,9 +45,19 @@ fn unreachable(host: &str, detail: &str) -> Error {
 }
 
 impl Engine {
-    /// Connects to the daemon, negotiates the API version and checks that it answers.
+    /// Connects to the daemon at `DOCKER_HOST` (see [`host`]).
     pub async fn connect() -> Result<Self> {
-        let host = host();
+        Self::connect_to(&host()).await
+    }
+
+    /// Connects to the daemon at `host`, negotiates the API version and checks that it answers.
+    pub async fn connect_to(host: &str) -> Result<Self> {
+        let host = host.to_owned();
+        if let Some(path) = host.strip_prefix("unix://")
+            && !std::path::Path::new(path).exists()
+        {
+            return Err(unreachable(&host, "the socket does not exist"));
+        }
         let client = Docker::connect_with_host(&host)
             .map_err(|e| {
                 Error::config(format!("cannot use DOCKER_HOST={host}: {}", chain(&e))).with_hint(

@@ -217,8 +217,7 @@ fn check_shape(name: &str, shape: Shape, value: &Value) -> Result<()> {
         ))
     };
     let ok = match (shape, value) {
-        (_, Value::Null)
-        | (Shape::String, Value::String(_))
+        (Shape::String, Value::String(_))
         | (Shape::Bool, Value::Bool(_))
         | (Shape::Object, Value::Object(_)) => true,
         (Shape::Integer, Value::Number(n)) => n.is_u64(),

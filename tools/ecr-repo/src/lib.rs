@@ -31,7 +31,7 @@ use shared::{Document, Error, Result, info};
   ecr-repo --repository my-app
 
   # Immutable tags and a cost-centre tag; print only the repository URI
-  ecr-repo --repository team/api --tag-mutability immutable --tag cost-centre=42 --field repository_uri"
+  ecr-repo --repository team/api --tag-mutability immutable --tag cc=42 --field repository_uri"
 )]
 pub struct Cli {
     /// Repository name (default: the input document's `repository`).

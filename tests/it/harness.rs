@@ -1,0 +1,323 @@
+//! Runs the real tool binaries against the real local services, and says everything about a
+//! failure: the command, its exit code, stdout and stderr.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The environment of the local services, from `scripts/services.sh up` (idempotent: it starts
+/// only what is not running). Panics, failing the test loudly, when a service cannot start.
+pub fn services() -> &'static BTreeMap<String, String> {
+    static ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let script = root().join("scripts/services.sh");
+        let output = Command::new("bash")
+            .arg("-c")
+            .arg(r#"set -e; eval "$("$0" up)"; env -0"#)
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running scripts/services.sh");
+        assert!(
+            output.status.success(),
+            "scripts/services.sh up failed ({}): the tests need the local services",
+            output.status
+        );
+        let mut env = BTreeMap::new();
+        for entry in output.stdout.split(|b| *b == 0) {
+            let entry = String::from_utf8_lossy(entry);
+            if let Some((name, value)) = entry.split_once('=') {
+                let wanted = name.starts_with("IMGPIPE_")
+                    || name.starts_with("AWS_")
+                    || name == "DOCKER_HOST";
+                if wanted {
+                    env.insert(name.to_owned(), value.to_owned());
+                }
+            }
+        }
+        for needed in [
+            "DOCKER_HOST",
+            "AWS_ENDPOINT_URL_ECR",
+            "IMGPIPE_REGISTRY",
+            "IMGPIPE_AUTH_REGISTRY",
+        ] {
+            assert!(
+                env.contains_key(needed),
+                "scripts/services.sh env did not set {needed}"
+            );
+        }
+        env
+    })
+}
+
+/// One service variable.
+pub fn service(name: &str) -> String {
+    services()
+        .get(name)
+        .unwrap_or_else(|| panic!("scripts/services.sh env did not set {name}"))
+        .clone()
+}
+
+/// The directory holding the workspace's binaries, built once per test run.
+fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "--workspace", "--bins", "--quiet"])
+            .current_dir(root())
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building the tools failed");
+        // This test binary lives in target/<profile>/deps; the tools in target/<profile>.
+        let exe = std::env::current_exe().expect("test binary path");
+        exe.parent()
+            .and_then(Path::parent)
+            .expect("target/<profile> directory")
+            .to_owned()
+    })
+}
+
+/// A tool run being prepared.
+pub struct Run {
+    command: Command,
+    display: String,
+    stdin: Option<Vec<u8>>,
+}
+
+/// Prepares a run of `tool` in a clean environment: PATH, a fresh HOME, the local services'
+/// variables, and instance metadata turned off (the tests never leave this machine).
+pub fn tool(name: &str) -> Run {
+    let mut command = Command::new(bin_dir().join(name));
+    command.env_clear();
+    command.env("PATH", std::env::var("PATH").unwrap_or_default());
+    command.env("HOME", scratch_home());
+    command.env("AWS_EC2_METADATA_DISABLED", "true");
+    command.envs(services());
+    Run {
+        command,
+        display: name.to_owned(),
+        stdin: None,
+    }
+}
+
+/// A HOME for tool runs that holds nothing (no ~/.aws, no ~/.docker).
+fn scratch_home() -> &'static Path {
+    static HOME: OnceLock<tempfile::TempDir> = OnceLock::new();
+    HOME.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
+}
+
+impl Run {
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        for arg in args {
+            self.display.push(' ');
+            self.display.push_str(&arg.as_ref().to_string_lossy());
+            self.command.arg(arg);
+        }
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, name: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.command.env(name, value);
+        self
+    }
+
+    /// Removes an environment variable.
+    pub fn env_remove(mut self, name: &str) -> Self {
+        self.command.env_remove(name);
+        self
+    }
+
+    /// Feeds `input` on stdin (otherwise stdin is empty).
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(input.into());
+        self
+    }
+
+    /// The underlying command, for tests that manage the process themselves.
+    pub fn into_command(self) -> Command {
+        self.command
+    }
+
+    /// Runs the tool to completion.
+    pub fn run(mut self) -> Outcome {
+        self.command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.command.spawn().expect("starting the tool");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = self.stdin.unwrap_or_default();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let output = child.wait_with_output().expect("waiting for the tool");
+        writer.join().expect("stdin writer");
+        Outcome {
+            display: self.display,
+            code: output.status.code(),
+            stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
+            stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
+        }
+    }
+}
+
+/// What a finished run produced.
+pub struct Outcome {
+    display: String,
+    /// The exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    /// Everything on stdout.
+    pub stdout: String,
+    /// Everything on stderr.
+    pub stderr: String,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "\ncommand: {}\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.display, self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Outcome {
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Self {
+        assert_eq!(self.code, Some(expected), "unexpected exit code{self:?}");
+        assert!(
+            !self.stderr.contains("panicked") && !self.stderr.contains("internal error"),
+            "the tool panicked{self:?}"
+        );
+        self.stderr_has_no_json();
+        self
+    }
+
+    /// Asserts success.
+    #[track_caller]
+    pub fn success(&self) -> &Self {
+        self.code(0)
+    }
+
+    /// Asserts a failure with `code`, nothing on stdout, and exactly one line on stderr that
+    /// contains each of `words`.
+    #[track_caller]
+    pub fn fails(&self, code: i32, words: &[&str]) -> &Self {
+        self.code(code);
+        assert_eq!(self.stdout, "", "a failed run wrote to stdout{self:?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one line on stderr{self:?}");
+        for word in words {
+            assert!(lines[0].contains(word), "stderr lacks {word:?}{self:?}");
+        }
+        self
+    }
+
+    /// The JSON documents on stdout, one per line, each checked against the published schema.
+    #[track_caller]
+    pub fn documents(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|line| {
+                let value: Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}{self:?}"));
+                let errors: Vec<String> = schema()
+                    .iter_errors(&value)
+                    .map(|e| format!("{} at {}", e, e.instance_path()))
+                    .collect();
+                assert!(
+                    errors.is_empty(),
+                    "document breaks the schema: {errors:?}{self:?}"
+                );
+                value
+            })
+            .collect()
+    }
+
+    /// The one document on stdout.
+    #[track_caller]
+    pub fn document(&self) -> Value {
+        let mut documents = self.documents();
+        assert_eq!(documents.len(), 1, "expected one document{self:?}");
+        documents.remove(0)
+    }
+
+    #[track_caller]
+    fn stderr_has_no_json(&self) {
+        for line in self.stderr.lines() {
+            let trimmed = line.trim_start();
+            let looks_like_json = (trimmed.starts_with('{') || trimmed.starts_with('['))
+                && serde_json::from_str::<Value>(trimmed).is_ok();
+            assert!(!looks_like_json, "stderr carries JSON data{self:?}");
+        }
+    }
+}
+
+/// The published JSON Schema of the image document.
+pub fn schema() -> &'static jsonschema::Validator {
+    static SCHEMA: OnceLock<jsonschema::Validator> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let text = std::fs::read_to_string(root().join("docs/image-document.schema.json"))
+            .expect("reading docs/image-document.schema.json");
+        let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the schema is a valid JSON Schema")
+    })
+}
+
+/// A name unique to this test run, for repositories and images (tests share the services).
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos:x}-{n}", std::process::id())
+}
+
+/// Runs the aws-cli (installed by scripts/services.sh) against the local ECR API server: a
+/// client we did not write, to check what our tools did.
+pub fn aws_cli(args: &[&str]) -> (bool, String) {
+    let output = Command::new(service("IMGPIPE_AWS_CLI"))
+        .args(args)
+        .args([
+            "--endpoint-url",
+            &service("AWS_ENDPOINT_URL_ECR"),
+            "--output",
+            "json",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", scratch_home())
+        .envs(services())
+        .output()
+        .expect("running aws-cli");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}

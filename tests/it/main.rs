@@ -1,0 +1,10 @@
+//! Integration tests: the real tool binaries against a real Docker Engine, real registries and
+//! the ECR API server on loopback, all started by `scripts/services.sh`.
+
+// A panic is how a test fails: unwrapping in helpers reports the location like an assert.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod clients;
+mod contract;
+mod ecr_repo;
+mod harness;
