@@ -9,6 +9,7 @@ pub mod docker;
 pub mod document;
 pub mod error;
 pub mod exit;
+pub mod files;
 pub mod io;
 pub mod log;
 pub mod names;
