@@ -16,6 +16,11 @@ pub const NO: Code = Code(1);
 pub const USAGE: Code = Code(2);
 /// The input data is wrong: malformed JSON, a field of the wrong type, an invalid tag, policy or name.
 pub const DATA: Code = Code(65);
+/// The scan did not produce a verdict: it failed, the image is unsupported, or findings are
+/// unavailable. Fail closed: nothing is known about the image.
+pub const SCAN_FAILED: Code = Code(3);
+/// A tag already names another image where it may not move (an immutable tag).
+pub const CONFLICT: Code = Code(4);
 /// A file named on the command line cannot be read.
 pub const NO_INPUT: Code = Code(66);
 /// A service did not answer: the Docker daemon, a registry, the AWS endpoint.
@@ -39,6 +44,14 @@ pub const TABLE: &[(Code, &str)] = &[
         "the answer is no: a gate failed, or --check found a difference",
     ),
     (USAGE, "usage error: a wrong flag or argument"),
+    (
+        SCAN_FAILED,
+        "the scan gave no verdict: it failed, the image is unsupported, or findings are unavailable",
+    ),
+    (
+        CONFLICT,
+        "a tag already names another image and may not move (immutable tag)",
+    ),
     (
         DATA,
         "bad input data: malformed JSON, a wrong field type, an invalid name, tag or policy",
@@ -100,7 +113,7 @@ mod tests {
             assert!(seen.insert(code.0), "code {} listed twice", code.0);
             assert!(!meaning.is_empty());
         }
-        assert_eq!(NO_PERM.meaning(), TABLE[9].1);
+        assert_eq!(NO_PERM.meaning(), TABLE[11].1);
     }
 
     #[test]
