@@ -4,7 +4,6 @@
 //! adds the exit-code table to `--help`, sets up logging, runs the tool, prints an error once as
 //! a single line on stderr, and turns a closed stdout (`tool | head -1`) into a quiet success.
 
-use std::future::Future;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -103,10 +102,9 @@ fn install_panic_hook() {
 ///
 /// With no input, `step` runs once on an empty document. The first error stops the run: records
 /// already written stay written, and nothing is written for the failing one.
-pub async fn pipeline<F, Fut>(common: &Common, mut step: F) -> Result<Code>
+pub async fn pipeline<F>(common: &Common, mut step: F) -> Result<Code>
 where
-    F: FnMut(Document) -> Fut,
-    Fut: Future<Output = Result<Document>>,
+    F: AsyncFnMut(Document) -> Result<Document>,
 {
     let mut output = Output::new(std::io::stdout().lock(), common.field.clone());
     let mut seen = 0usize;

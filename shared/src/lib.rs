@@ -6,7 +6,9 @@
 pub mod aws;
 pub mod cli;
 pub mod docker;
+pub mod dockerconfig;
 pub mod document;
+pub mod ecr;
 pub mod error;
 pub mod exit;
 pub mod files;

@@ -68,7 +68,7 @@ pub fn service(name: &str) -> String {
 }
 
 /// The directory holding the workspace's binaries, built once per test run.
-fn bin_dir() -> &'static Path {
+pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -97,7 +97,15 @@ pub struct Run {
 /// Prepares a run of `tool` in a clean environment: PATH, a fresh HOME, the local services'
 /// variables, and instance metadata turned off (the tests never leave this machine).
 pub fn tool(name: &str) -> Run {
-    let mut command = Command::new(bin_dir().join(name));
+    program(&bin_dir().join(name))
+}
+
+/// Prepares a run of the program at `path` (a link to a tool, a script) the way [`tool`] does.
+pub fn program(path: &Path) -> Run {
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let mut command = Command::new(path);
     command.env_clear();
     command.env("PATH", std::env::var("PATH").unwrap_or_default());
     command.env("HOME", scratch_home());
@@ -105,7 +113,7 @@ pub fn tool(name: &str) -> Run {
     command.envs(services());
     Run {
         command,
-        display: name.to_owned(),
+        display: name,
         stdin: None,
     }
 }
@@ -229,6 +237,21 @@ impl Outcome {
         for word in words {
             assert!(lines[0].contains(word), "stderr lacks {word:?}{self:?}");
         }
+        self
+    }
+
+    /// Asserts that `secret` appears in neither stdout nor stderr.
+    #[track_caller]
+    pub fn hides(&self, secret: &str) -> &Self {
+        assert!(!secret.is_empty());
+        assert!(
+            !self.stdout.contains(secret),
+            "stdout shows a secret{self:?}"
+        );
+        assert!(
+            !self.stderr.contains(secret),
+            "stderr shows a secret{self:?}"
+        );
         self
     }
 

@@ -6,5 +6,6 @@
 
 mod clients;
 mod contract;
+mod ecr_login;
 mod ecr_repo;
 mod harness;

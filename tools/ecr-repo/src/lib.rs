@@ -323,17 +323,17 @@ async fn update(
             changed.push(format!("scan_on_push={scan}"));
         }
     }
-    if let Some(mutability) = cli.tag_mutability {
-        if existing.image_tag_mutability() != Some(&mutability.api()) {
-            ecr.put_image_tag_mutability()
-                .repository_name(name)
-                .set_registry_id(cli.registry_id.clone())
-                .image_tag_mutability(mutability.api())
-                .send()
-                .await
-                .map_err(|e| aws.error(&format!("setting tag mutability for {name}"), &e))?;
-            changed.push(format!("tag_mutability={}", mutability.api().as_str()));
-        }
+    if let Some(mutability) = cli.tag_mutability
+        && existing.image_tag_mutability() != Some(&mutability.api())
+    {
+        ecr.put_image_tag_mutability()
+            .repository_name(name)
+            .set_registry_id(cli.registry_id.clone())
+            .image_tag_mutability(mutability.api())
+            .send()
+            .await
+            .map_err(|e| aws.error(&format!("setting tag mutability for {name}"), &e))?;
+        changed.push(format!("tag_mutability={}", mutability.api().as_str()));
     }
     if !cli.tags.is_empty() {
         let arn = existing.repository_arn().unwrap_or_default();
