@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod context;
 pub mod docker;
 pub mod dockerconfig;
 pub mod document;
@@ -20,3 +21,15 @@ pub mod secret;
 
 pub use document::Document;
 pub use error::{Error, Result};
+
+/// Lowercase hexadecimal of `bytes` (digests, fingerprints).
+#[must_use]
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut text, b| {
+            let _ = write!(text, "{b:02x}");
+            text
+        })
+}

@@ -9,3 +9,4 @@ mod contract;
 mod ecr_login;
 mod ecr_repo;
 mod harness;
+mod img_build;

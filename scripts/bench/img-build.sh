@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Benchmark: img-build against the docker CLI's classic builder, on the same daemon, in one run.
+#
+# Generates a build context of about 50,000 files and 1 GB, half of it excluded by .dockerignore
+# (an excluded tree, and *.tmp files next to the kept ones), then builds it once with
+# `DOCKER_BUILDKIT=0 docker build` and once with `img-build`, each under /usr/bin/time -v.
+# Prints wall time, client CPU time (user+sys) and client peak memory for both, and the ratios.
+# Issue 5's target: img-build no slower, and client CPU and peak memory no higher.
+#
+# Usage: scripts/bench/img-build.sh [--files N] [--mb M] [--keep]
+#   --files N  files in the context (default 50000)
+#   --mb M     total size in MB (default 1024); e.g. --files 5000 --mb 100 for a quick run
+#   --keep     keep the generated context (printed path) instead of deleting it
+# Needs the local services (scripts/services.sh up); builds target/release/img-build if missing
+# (or set IMG_BUILD=/path/to/img-build).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+
+files=50000
+mb=1024
+keep=false
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --files) files="$2"; shift 2 ;;
+    --mb) mb="$2"; shift 2 ;;
+    --keep) keep=true; shift ;;
+    *) echo "unknown argument: $1 (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+
+if [ ! -x /usr/bin/time ]; then
+  apt-get install -y time >/dev/null
+fi
+eval "$(scripts/services.sh up)"
+base="${IMGPIPE_BASE_IMAGE:-local/busybox:1}"
+
+bin="${IMG_BUILD:-$root/target/release/img-build}"
+if [ ! -x "$bin" ]; then
+  echo "building $bin (release)..." >&2
+  cargo build --release -p img-build >&2
+fi
+
+work="$(mktemp -d)"
+tag="imgpipe-bench-$$"
+cleanup() {
+  docker image rm -f "$tag-cli" "$tag-img" >/dev/null 2>&1 || true
+  if $keep; then echo "context kept in $work/ctx" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+echo "generating $files files, $mb MB (half excluded) in $work/ctx ..." >&2
+python3 - "$work/ctx" "$files" "$mb" <<'PY'
+import os, sys
+root, files, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+size = max(1, mb * 1024 * 1024 // files)
+block = os.urandom(4 * 1024 * 1024)
+os.makedirs(root)
+with open(os.path.join(root, "Dockerfile"), "w") as f:
+    f.write("FROM %s\nCOPY keep/d000/f00000.bin /marker\n" % os.environ.get("BASE", "local/busybox:1"))
+with open(os.path.join(root, ".dockerignore"), "w") as f:
+    f.write("# half the context is excluded\nexcluded\n**/*.tmp\n!excluded/keep-me.txt\n")
+per_dir = 500
+for i in range(files):
+    # A quarter in the excluded tree, a quarter as *.tmp beside kept files: half excluded.
+    kind = i % 4
+    d = i // per_dir
+    if kind == 0:
+        path = os.path.join(root, "excluded", "d%03d" % d, "f%05d.bin" % i)
+    elif kind == 1:
+        path = os.path.join(root, "keep", "d%03d" % d, "f%05d.tmp" % i)
+    else:
+        path = os.path.join(root, "keep", "d%03d" % d, "f%05d.bin" % i)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    off = (i * 7919) % (len(block) - size) if size < len(block) else 0
+    with open(path, "wb") as f:
+        f.write(block[off:off + size])
+open(os.path.join(root, "keep", "d000", "f00000.bin"), "ab").close()
+PY
+sed -i "s|^FROM .*|FROM $base|" "$work/ctx/Dockerfile"
+# Warm the page cache so neither client pays for the first read.
+tar -cf /dev/null -C "$work/ctx" .
+
+measure() { # name, then the command
+  local name="$1"; shift
+  /usr/bin/time -v "$@" >"$work/$name.out" 2>"$work/$name.err" || {
+    echo "$name failed:" >&2; tail -20 "$work/$name.err" >&2; exit 1; }
+  awk -v name="$name" -F': ' '
+    /Elapsed \(wall clock\)/ { n = split($2, p, ":"); wall = (n == 3) ? p[1]*3600 + p[2]*60 + p[3] : p[1]*60 + p[2] }
+    /User time/ { user = $2 } /System time/ { sys = $2 }
+    /Maximum resident set size/ { rss = $2 }
+    END { printf "%s %.2f %.2f %.1f\n", name, wall, user + sys, rss / 1024 }' "$work/$name.err"
+}
+
+cli=$(DOCKER_BUILDKIT=0 measure docker-cli docker build -q -t "$tag-cli" "$work/ctx")
+ours=$(measure img-build "$bin" --no-input -q --tag "$tag-img" "$work/ctx")
+
+read -r _ cli_wall cli_cpu cli_mem <<<"$cli"
+read -r _ our_wall our_cpu our_mem <<<"$ours"
+sent=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); c=d["build"]["context"]; print(c["files"], c["bytes"])' "$work/img-build.out")
+echo "context: $files files, $mb MB generated; img-build sent $sent (files bytes)"
+printf '%-12s %10s %14s %14s\n' client "wall (s)" "client CPU (s)" "peak RSS (MB)"
+printf '%-12s %10s %14s %14s\n' docker-cli "$cli_wall" "$cli_cpu" "$cli_mem"
+printf '%-12s %10s %14s %14s\n' img-build "$our_wall" "$our_cpu" "$our_mem"
+python3 - "$cli_wall" "$our_wall" "$cli_cpu" "$our_cpu" "$cli_mem" "$our_mem" <<'PY'
+import sys
+cw, ow, cc, oc, cm, om = map(float, sys.argv[1:])
+r = lambda a, b: a / b if b else float("nan")
+print("ratio img-build/docker-cli: wall %.2f, CPU %.2f, peak memory %.2f" % (r(ow, cw), r(oc, cc), r(om, cm)))
+PY

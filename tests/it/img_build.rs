@@ -1,0 +1,472 @@
+//! `img-build` against the real Docker Engine, checked with the docker CLI (a client we did not
+//! write): the same context as `docker build` sends, multi-stage builds, labels, tags, cache and
+//! failures. Base images are made locally (`IMGPIPE_BASE_IMAGE`); nothing is pulled.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{service, services, tool, unique};
+
+/// Runs the docker CLI against the test daemon (classic builder); returns success and output.
+fn docker(args: &[&str]) -> (bool, String) {
+    let output = Command::new("docker")
+        .args(args)
+        .envs(services())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("running docker");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+/// Removes the named images when the test ends, whatever happens.
+struct Images(Vec<String>);
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = docker(&["image", "rm", "-f", image]);
+        }
+    }
+}
+
+fn base() -> String {
+    service("IMGPIPE_BASE_IMAGE")
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Lists /ctx in an image: name, raw mode, link count, size, link target; then content hashes.
+fn listing(image: &str) -> (String, String, String) {
+    let script = "cd /ctx && find . -exec stat -c '%n|%f|%h|%s|%N' {} + | sort; echo ====; \
+                  find . -type f ! -name .dockerignore -exec sha256sum {} + | sort; echo ====; \
+                  cat .dockerignore 2>/dev/null || echo '(no .dockerignore)'";
+    let (ok, text) = docker(&["run", "--rm", image, "sh", "-c", script]);
+    assert!(ok, "listing {image}: {text}");
+    let mut kept = String::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with("WARNING: IPv4 forwarding"))
+    {
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    let text = kept;
+    let mut parts = text.split("====\n");
+    let files = parts.next().unwrap_or_default().to_owned();
+    let sums = parts.next().unwrap_or_default().to_owned();
+    // The injected Dockerfile's name is random in the CLI (a hash here): compare its shape.
+    let ignore = parts
+        .next()
+        .unwrap_or_default()
+        .split('\n')
+        .map(|l| {
+            if l.starts_with(".dockerfile.") && l.len() == ".dockerfile.".len() + 20 {
+                ".dockerfile.<20 hex>"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    // The size of .dockerignore changes with nothing but that name's length, which is fixed.
+    (files, sums, ignore)
+}
+
+#[test]
+fn context_matches_the_docker_cli() {
+    let outer = tempfile::tempdir().unwrap();
+    let ctx = outer.path().join("ctx");
+    write(
+        &ctx.join(".dockerignore"),
+        "# anchored names, exceptions, ** and an excluded parent with a re-included child\n\
+         *.log\n\
+         !keep.log\n\
+         docs\n\
+         !docs/keep.md\n\
+         **/cache\n\
+         /secret\n\
+         build/**\n\
+         !build/out/app.bin\n\
+         node_modules\n\
+         **/*.tmp\n\
+         !important.tmp\n\
+         tests/\n\
+         !**/fixture.txt\n\
+         s?c/*.bak\n\
+         [ab]x.txt\n",
+    );
+    for (path, text) in [
+        ("a.log", "a"),
+        ("keep.log", "keep"),
+        ("docs/keep.md", "kept"),
+        ("docs/drop.md", "dropped"),
+        ("src/main.rs", "fn main() {}\n"),
+        ("src/b.log", "not anchored"),
+        ("src/cache/blob", "cache"),
+        ("src/deep/cache/x", "deep cache"),
+        ("src/secret", "not anchored either"),
+        ("src/old.bak", "bak"),
+        ("secret", "s"),
+        ("build/out/app.bin", "binary"),
+        ("build/out/other", "other"),
+        ("build/tmp/x", "x"),
+        ("node_modules/pkg/index.js", "js"),
+        ("x.tmp", "tmp"),
+        ("src/y.tmp", "tmp"),
+        ("important.tmp", "important"),
+        ("tests/fixture.txt", "fixture"),
+        ("fixture.txt", "top fixture"),
+        ("ax.txt", "ax"),
+        ("cx.txt", "cx"),
+        ("with space.txt", "space"),
+        ("empty", ""),
+    ] {
+        write(&ctx.join(path), text);
+    }
+    chmod(&ctx.join("src/main.rs"), 0o755);
+    chmod(&ctx.join("keep.log"), 0o600);
+    chmod(&ctx.join("empty"), 0o4711);
+    std::fs::create_dir_all(ctx.join("shared-dir")).unwrap();
+    chmod(&ctx.join("shared-dir"), 0o2775);
+    std::os::unix::fs::symlink("../secret", ctx.join("src/link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", ctx.join("dangling")).unwrap();
+    std::os::unix::fs::symlink("src", ctx.join("linkdir")).unwrap();
+    std::fs::hard_link(ctx.join("src/main.rs"), ctx.join("src/hard.rs")).unwrap();
+    // The Dockerfile lies outside the context.
+    let dockerfile = outer.path().join("docker/Dockerfile");
+    write(&dockerfile, &format!("FROM {}\nCOPY . /ctx\n", base()));
+
+    let cli_image = unique("imgpipe-parity-cli").to_lowercase();
+    let our_image = unique("imgpipe-parity-ours").to_lowercase();
+    let _cleanup = Images(vec![cli_image.clone(), our_image.clone()]);
+    let (ok, text) = docker(&[
+        "build",
+        "-q",
+        "-f",
+        dockerfile.to_str().unwrap(),
+        "-t",
+        &cli_image,
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(ok, "docker build: {text}");
+    let doc = tool("img-build")
+        .args([
+            "--no-input",
+            "-f",
+            dockerfile.to_str().unwrap(),
+            "--tag",
+            &our_image,
+        ])
+        .arg_path(&ctx)
+        .run()
+        .success()
+        .document();
+
+    let (cli_files, cli_sums, cli_ignore) = listing(&cli_image);
+    let (our_files, our_sums, our_ignore) = listing(&our_image);
+    assert_eq!(
+        our_files, cli_files,
+        "file list, modes, link counts, sizes, targets"
+    );
+    assert_eq!(our_sums, cli_sums, "contents");
+    assert_eq!(our_ignore, cli_ignore, ".dockerignore as the daemon got it");
+
+    // The fixture really is tricky: each rule had an effect, on both sides.
+    for sent in [
+        "./keep.log|",
+        "./docs/keep.md|",
+        "./build/out/app.bin|",
+        "./src/b.log|",
+        "./src/secret|",
+        "./important.tmp|",
+        "./fixture.txt|",
+        "./cx.txt|",
+        "./src/link|",
+        "./dangling|",
+        "./linkdir|",
+        "./with space.txt|",
+    ] {
+        assert!(cli_files.contains(sent), "{sent} missing:\n{cli_files}");
+    }
+    for dropped in [
+        "./a.log|",
+        "./docs/drop.md|",
+        "./src/cache",
+        "./src/deep/cache",
+        "./secret|",
+        "./build/out/other",
+        "./build/tmp",
+        "./node_modules",
+        "./x.tmp",
+        "./src/y.tmp",
+        "./tests/fixture.txt",
+        "./src/old.bak",
+        "./ax.txt",
+    ] {
+        assert!(!cli_files.contains(dropped), "{dropped} sent:\n{cli_files}");
+    }
+    assert!(cli_files.contains("./src/hard.rs|81ed|2|"), "{cli_files}");
+    assert!(
+        cli_files.contains("'./src/link' -> '../secret'"),
+        "{cli_files}"
+    );
+    // Mode 4711 arrives as 0711 from both clients (the daemon's COPY drops setuid).
+    assert!(cli_files.contains("./empty|81c9|"), "{cli_files}");
+    let context = &doc["build"]["context"];
+    assert!(context["hash"].as_str().unwrap().starts_with("sha256:"));
+    assert!(context["files"].as_u64().unwrap() >= 12, "{doc}");
+
+    // The same tree hashes the same, even after its times change.
+    std::fs::File::options()
+        .write(true)
+        .open(ctx.join("keep.log"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let again = tool("img-build")
+        .args([
+            "--no-input",
+            "-f",
+            dockerfile.to_str().unwrap(),
+            "--tag",
+            &our_image,
+        ])
+        .arg_path(&ctx)
+        .run()
+        .success()
+        .document();
+    assert_eq!(again["build"]["context"]["hash"], context["hash"]);
+}
+
+trait ArgPath {
+    fn arg_path(self, path: &Path) -> Self;
+}
+
+impl ArgPath for crate::harness::Run {
+    fn arg_path(self, path: &Path) -> Self {
+        self.args([path.to_str().unwrap()])
+    }
+}
+
+#[test]
+fn multi_stage_target_args_labels_and_every_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("Dockerfile"),
+        &format!(
+            "FROM {} AS base\nARG A=unset\nARG B=unset\nARG C=default-c\n\
+             RUN echo \"$A $B $C\" > /args\n\
+             FROM base AS tools\nRUN echo tools > /stage\n\
+             FROM base AS final\nRUN echo final > /stage\n",
+            base()
+        ),
+    );
+    let registry = service("IMGPIPE_REGISTRY");
+    let repository = unique("imgpipe-multi").to_lowercase();
+    let refs: Vec<String> = ["1.0", "latest", "abc1234"]
+        .iter()
+        .map(|t| format!("{registry}/{repository}:{t}"))
+        .collect();
+    let extra = format!("{repository}-extra:dev");
+    let mut all = refs.clone();
+    all.push(extra.clone());
+    let _cleanup = Images(all.clone());
+    let input = serde_json::json!({
+        "registry": registry,
+        "repository": repository,
+        "tags": ["1.0", "latest", "abc1234"],
+        "labels": {"org.opencontainers.image.revision": "abc1234", "org.opencontainers.image.version": "1.0"},
+    });
+    let doc = tool("img-build")
+        .args([
+            "--target",
+            "tools",
+            "--build-arg",
+            "A=from-flag",
+            "--build-arg",
+            "B",
+            "--build-arg",
+            "C",
+            "--label",
+            "team=platform",
+            "--tag",
+            &extra,
+        ])
+        .arg_path(dir.path())
+        .env("B", "from-env")
+        .stdin(input.to_string())
+        .run()
+        .success()
+        .document();
+    assert_eq!(doc["build"]["references"], serde_json::json!(all));
+    assert_eq!(doc["build"]["target"], "tools");
+    let id = doc["image_id"].as_str().unwrap();
+    assert!(id.starts_with("sha256:"));
+
+    let (ok, text) = docker(&[
+        "image",
+        "inspect",
+        id,
+        "--format",
+        "{{json .Config.Labels}}|{{json .RepoTags}}",
+    ]);
+    assert!(ok, "{text}");
+    let (labels, tags) = text.trim().split_once('|').unwrap();
+    let labels: serde_json::Value = serde_json::from_str(labels).unwrap();
+    assert_eq!(labels["org.opencontainers.image.revision"], "abc1234");
+    assert_eq!(labels["org.opencontainers.image.version"], "1.0");
+    assert_eq!(labels["team"], "platform");
+    let tags: Vec<String> = serde_json::from_str(tags).unwrap();
+    for reference in &all {
+        assert!(
+            tags.contains(reference),
+            "{reference} not applied: {tags:?}"
+        );
+    }
+    let (ok, text) = docker(&["run", "--rm", &refs[0], "cat", "/args", "/stage"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("from-flag from-env default-c\ntools\n"),
+        "args or stage wrong: {text}"
+    );
+}
+
+#[test]
+fn a_failing_run_step_reports_the_step_and_exits_65() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("Dockerfile"),
+        &format!(
+            "FROM {}\nRUN echo fine\nRUN echo about-to-fail-output && exit 3\nRUN echo never\n",
+            base()
+        ),
+    );
+    let out = tool("img-build")
+        .args(["--no-input"])
+        .arg_path(dir.path())
+        .run();
+    out.code(65);
+    assert_eq!(out.stdout, "", "{out:?}");
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("error: Step 3/4 : RUN echo about-to-fail-output && exit 3 failed")
+            && last.contains("non-zero code: 3"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("| about-to-fail-output"), "{out:?}");
+    assert!(!out.stderr.contains("Step 4/4"), "{out:?}");
+}
+
+#[test]
+fn cache_from_the_registry_after_local_images_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = unique("cache-marker");
+    write(
+        &dir.path().join("Dockerfile"),
+        &format!(
+            "FROM {}\nRUN echo {marker} > /one\nRUN echo two > /two\nCOPY app.txt /app.txt\n",
+            base()
+        ),
+    );
+    write(&dir.path().join("app.txt"), "app");
+    let registry = service("IMGPIPE_REGISTRY");
+    let image = format!(
+        "{registry}/{}:cache",
+        unique("imgpipe-cache").to_lowercase()
+    );
+    let missing = format!(
+        "{registry}/{}:absent",
+        unique("imgpipe-none").to_lowercase()
+    );
+    let _cleanup = Images(vec![image.clone()]);
+
+    let first = tool("img-build")
+        .args(["--no-input", "--tag", &image])
+        .arg_path(dir.path())
+        .run()
+        .success()
+        .document();
+    assert_eq!(first["build"]["cached_steps"], 0, "{first}");
+    let (ok, text) = docker(&["push", &image]);
+    assert!(ok, "{text}");
+    let (ok, text) = docker(&["image", "rm", &image]);
+    assert!(ok, "{text}");
+    let (ok, _) = docker(&["image", "inspect", &image]);
+    assert!(!ok, "the image is still local");
+
+    let out = tool("img-build")
+        .args([
+            "--no-input",
+            "--tag",
+            &image,
+            "--cache-from",
+            &image,
+            "--cache-from",
+            &missing,
+        ])
+        .arg_path(dir.path())
+        .run();
+    out.success();
+    let second = out.document();
+    assert!(
+        out.stderr
+            .contains(&format!("cache image {missing} is not available")),
+        "{out:?}"
+    );
+    assert_eq!(second["build"]["cached_steps"], 3, "{out:?}");
+    assert_eq!(second["image_id"], first["image_id"], "{out:?}");
+}
+
+#[test]
+fn explain_context_says_what_is_sent_and_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("Dockerfile"), "FROM scratch\n");
+    write(&dir.path().join(".dockerignore"), "docs\n!docs/keep.md\n");
+    write(&dir.path().join("docs/keep.md"), "k");
+    write(&dir.path().join("docs/drop.md"), "d");
+    write(&dir.path().join("node_modules/x.js"), &"x".repeat(5000));
+    let out = tool("img-build")
+        .args([
+            "--no-input",
+            "--explain-context",
+            "--why",
+            "docs/drop.md",
+            "--why",
+            "docs/keep.md",
+        ])
+        .arg_path(dir.path())
+        .run();
+    let doc = out.success().document();
+    assert_eq!(doc["build"]["context"]["files"], 4, "{out:?}");
+    assert!(doc.get("image_id").is_none());
+    for words in [
+        "docs/drop.md: excluded by \"docs\" (.dockerignore:1)",
+        "docs/keep.md: sent by \"!docs/keep.md\" (.dockerignore:2)",
+        "node_modules is in the context",
+        "5.0 kB  node_modules/x.js",
+    ] {
+        assert!(out.stderr.contains(words), "{words}{out:?}");
+    }
+}
+
+#[test]
+fn no_daemon_is_one_line_naming_the_socket_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("Dockerfile"), "FROM scratch\n");
+    tool("img-build")
+        .args(["--no-input"])
+        .arg_path(dir.path())
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .run()
+        .fails(69, &["/nonexistent/docker.sock", "privileged"]);
+}

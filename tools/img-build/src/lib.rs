@@ -1,0 +1,859 @@
+//! `img-build`: build an image through the Docker Engine API, sending the build context exactly as
+//! the docker CLI does (see `shared::context`), and tag it with every reference of the document.
+//!
+//! Replaces `docker build -t $ECR_REGISTRY/$IMAGE_REPO:$IMAGE_TAG .` and the cache variant
+//! (`docker pull ...:latest || true; docker build --cache-from ...`). The context is streamed to
+//! the daemon from a writer thread through a small channel, so memory stays flat whatever its size.
+//!
+//! Writes the image document with `image_id` and a `build` object: the references applied, the
+//! context's entries, files, bytes and content hash, the steps (and how many came from cache)
+//! and the duration.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, BuilderVersion, CreateImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use shared::cli::Common;
+use shared::context::{Context, Options, Report, Summary};
+use shared::docker::Engine;
+use shared::error::chain;
+use shared::exit::Code;
+use shared::{Document, Error, Result, info, verbose, warn};
+
+/// How many output lines of the failing step are shown with the error.
+const LAST_LINES: usize = 12;
+
+/// The size of the chunks the context is sent in.
+const CHUNK: usize = 256 * 1024;
+
+/// Build an image through the Docker Engine API and tag it with every reference of the document.
+// The flags mirror `docker build`'s, which are on/off switches.
+#[allow(clippy::struct_excessive_bools)]
+#[derive(Parser, Debug)]
+#[command(
+    name = "img-build",
+    version,
+    after_long_help = "EXAMPLES:
+  # The seed's build: tags from img-tag, OCI labels included, cache from the last image
+  ecr-login | img-tag | img-build --cache-from \"$ECR_REGISTRY/$IMAGE_REPO:latest\" | img-push
+
+  # A Dockerfile outside the context, one stage, a build argument from the environment
+  img-build --no-input -f docker/Dockerfile.prod --target runtime --build-arg NPM_TOKEN \\
+      --tag my-app:dev ./app
+
+  # What would be sent, and why node_modules/x is not
+  img-build --no-input --explain-context --why node_modules/x .
+
+A failing build step exits with 65 (bad input: the Dockerfile or the sources), after its last
+output lines."
+)]
+pub struct Cli {
+    /// The build context directory.
+    #[arg(value_name = "CONTEXT", default_value = ".")]
+    pub context: PathBuf,
+
+    /// The Dockerfile (relative to the current directory, as `docker build -f`; it may lie outside
+    /// the context). Default: CONTEXT/Dockerfile.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+
+    /// Build only up to this stage of a multi-stage Dockerfile.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+
+    /// Build argument KEY=VALUE, or KEY to take the value from the environment (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+
+    /// Label KEY=VALUE for the image, on top of the document's `labels` (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+
+    /// Another reference to tag the image with, besides the document's (repeatable).
+    #[arg(short = 't', long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+
+    /// An image whose layers may serve as cache; pulled first when not local, and skipped with a
+    /// warning when it cannot be found (repeatable).
+    #[arg(long = "cache-from", value_name = "REF")]
+    pub cache_from: Vec<String>,
+
+    /// Always try to pull a newer version of the base images.
+    #[arg(long)]
+    pub pull: bool,
+
+    /// Do not use the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Target platform, os/arch[/variant] (e.g. linux/amd64).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+
+    /// Network mode for RUN steps (default, host, none, or a network name).
+    #[arg(long, value_name = "MODE")]
+    pub network: Option<String>,
+
+    /// Which builder to use. BuildKit through a session is not available in this release: auto
+    /// uses the classic builder.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub builder: Builder,
+
+    /// Keep each file's own modification time in the context (the docker CLI's behaviour)
+    /// instead of a fixed one (SOURCE_DATE_EPOCH, else 1980-01-01).
+    #[arg(long)]
+    pub keep_mtimes: bool,
+
+    /// Do not build: show what would be sent (sizes by directory, largest files, warnings) on
+    /// stderr, and the counts in the document.
+    #[arg(long)]
+    pub explain_context: bool,
+
+    /// With --explain-context: say whether PATH (relative to the context) is sent, and which
+    /// .dockerignore rule decided (repeatable; implies --explain-context).
+    #[arg(long = "why", value_name = "PATH")]
+    pub why: Vec<String>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+}
+
+/// The builder to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Builder {
+    /// The classic builder (BuildKit is not available through this release).
+    Auto,
+    /// The daemon's BuildKit through a session (not available in this release).
+    Buildkit,
+    /// The classic (legacy) builder.
+    Classic,
+}
+
+impl shared::cli::Cli for Cli {
+    fn common(&self) -> &Common {
+        &self.common
+    }
+}
+
+fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, found {text:?}")),
+    }
+}
+
+/// Runs the tool: one build per input document.
+pub fn run(cli: &Cli) -> Result<Code> {
+    if cli.builder == Builder::Buildkit {
+        return Err(Error::config(
+            "--builder buildkit is not available in this release of img-build",
+        )
+        .with_hint("use --builder classic (or auto); the README says what BuildKit needs"));
+    }
+    shared::cli::runtime()?.block_on(async {
+        if cli.explain_context || !cli.why.is_empty() {
+            return shared::cli::pipeline(&cli.common, |doc| async { explain(cli, doc) }).await;
+        }
+        let engine = Engine::connect().await?;
+        shared::cli::pipeline(&cli.common, |doc| build(cli, &engine, doc)).await
+    })
+}
+
+fn open_context(cli: &Cli) -> Result<Context> {
+    let options = if cli.keep_mtimes {
+        Options { mtime: None }
+    } else {
+        Options::default()
+    };
+    Context::open(&cli.context, cli.file.as_deref(), options)
+}
+
+fn explain(cli: &Cli, mut doc: Document) -> Result<Document> {
+    let ctx = open_context(cli)?;
+    let report = ctx.explain(10)?;
+    print_report(&ctx, &report);
+    for path in &cli.why {
+        info!("{}", ctx.ignore().explain(path));
+    }
+    let mut build = object(&doc, "build");
+    build.insert(
+        "context".to_owned(),
+        json!({
+            "dir": ctx.root().display().to_string(),
+            "dockerfile": ctx.dockerfile_name(),
+            "entries": report.entries,
+            "files": report.files,
+            "bytes": report.bytes,
+        }),
+    );
+    doc.set("build", Value::Object(build));
+    Ok(doc)
+}
+
+fn print_report(ctx: &Context, report: &Report) {
+    info!(
+        "context {}: {} files, {} in {} entries; Dockerfile sent as {}",
+        ctx.root().display(),
+        report.files,
+        human(report.bytes),
+        report.entries,
+        ctx.dockerfile_name()
+    );
+    if ctx.ignore().rules().is_empty() {
+        info!("no .dockerignore rules: everything is sent");
+    } else {
+        info!("rules, in order (the last that matches wins):");
+        for rule in ctx.ignore().rules() {
+            info!("  {:<30} {}", rule.text, rule.location());
+        }
+    }
+    info!("by directory:");
+    for dir in &report.dirs {
+        info!(
+            "  {:>10}  {:>7} files  {}",
+            human(dir.bytes),
+            dir.files,
+            dir.dir
+        );
+    }
+    info!("largest files:");
+    for (name, size) in &report.largest {
+        info!("  {:>10}  {name}", human(*size));
+    }
+    for warning in &report.warnings {
+        warn!("{warning}");
+    }
+}
+
+/// Bytes for people: `1.5 MB`.
+#[must_use]
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn object(doc: &Document, name: &str) -> Map<String, Value> {
+    match doc.get(name) {
+        Some(Value::Object(map)) => map.clone(),
+        _ => Map::new(),
+    }
+}
+
+/// The references to tag: the document's `references`, else `registry/repository:tag` for each
+/// of its `tags`, then `--tag`, without repeats.
+#[must_use]
+pub fn references(doc: &Document, extra: &[String]) -> Vec<String> {
+    let mut refs: Vec<String> = doc
+        .strings("references")
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if refs.is_empty()
+        && let Some(repository) = doc.str("repository")
+    {
+        let base = match doc.str("registry") {
+            Some(registry) if !registry.is_empty() => format!("{registry}/{repository}"),
+            _ => repository.to_owned(),
+        };
+        refs.extend(
+            doc.strings("tags")
+                .iter()
+                .map(|tag| format!("{base}:{tag}")),
+        );
+    }
+    refs.extend(extra.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    refs.retain(|r| seen.insert(r.clone()));
+    refs
+}
+
+/// Splits `host:port/repo/name:tag` into repository and tag (`latest` when none).
+pub fn split_reference(reference: &str) -> Result<(String, String)> {
+    if reference.contains('@') {
+        return Err(Error::data(format!(
+            "cannot tag {reference}: a digest reference names an image, it is not a tag"
+        ))
+        .with_hint("give references as registry/repository:tag"));
+    }
+    let slash = reference.rfind('/').map_or(0, |i| i + 1);
+    match reference[slash..].rfind(':') {
+        Some(colon) => {
+            let at = slash + colon;
+            Ok((reference[..at].to_owned(), reference[at + 1..].to_owned()))
+        }
+        None => Ok((reference.to_owned(), "latest".to_owned())),
+    }
+}
+
+/// Build arguments: `KEY=VALUE` as given, `KEY` from the environment (left out when unset, so
+/// the Dockerfile's default applies, as with the docker CLI).
+pub fn build_args(
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<HashMap<String, String>> {
+    let mut out = HashMap::new();
+    for arg in args {
+        match arg.split_once('=') {
+            Some(("", _)) => {
+                return Err(
+                    Error::data(format!("--build-arg {arg:?}: the name is empty"))
+                        .with_hint("write --build-arg KEY=VALUE or --build-arg KEY"),
+                );
+            }
+            Some((key, value)) => {
+                out.insert(key.to_owned(), value.to_owned());
+            }
+            None => {
+                if let Some(value) = env(arg) {
+                    out.insert(arg.clone(), value);
+                } else {
+                    verbose!("build argument {arg} is not set in the environment: not passed");
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn labels(cli: &Cli, doc: &Document) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    if let Some(Value::Object(map)) = doc.get("labels") {
+        for (key, value) in map {
+            if let Some(value) = value.as_str() {
+                out.insert(key.clone(), value.to_owned());
+            }
+        }
+    }
+    for (key, value) in &cli.labels {
+        out.insert(key.clone(), value.clone());
+    }
+    out
+}
+
+/// Pulls each cache image that is not local; a missing one is a warning, as in the seed's
+/// `docker pull ... || true`.
+async fn prepare_cache(engine: &Engine, refs: &[String]) -> Vec<String> {
+    let mut usable = Vec::new();
+    for reference in refs {
+        if engine.client.inspect_image(reference).await.is_ok() {
+            usable.push(reference.clone());
+            continue;
+        }
+        let Ok((repo, tag)) = split_reference(reference) else {
+            warn!("cache image {reference}: not a tag reference; building without it");
+            continue;
+        };
+        info!("pulling cache image {reference}");
+        let options = CreateImageOptionsBuilder::new()
+            .from_image(&repo)
+            .tag(&tag)
+            .build();
+        let mut stream = engine.client.create_image(Some(options), None, None);
+        let mut failed = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        failed = Some(detail);
+                    }
+                }
+                Err(e) => failed = Some(chain(&e)),
+            }
+        }
+        match failed {
+            None => usable.push(reference.clone()),
+            Some(why) => warn!(
+                "cache image {reference} is not available ({}); building without it",
+                shared::cli::one_line(&why)
+            ),
+        }
+    }
+    usable
+}
+
+/// Where the tar bytes go: chunks into the request body's channel.
+struct ChunkWriter {
+    tx: tokio::sync::mpsc::Sender<std::result::Result<Bytes, io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the daemon stopped reading"))
+    }
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+/// What the build output said, step by step.
+#[derive(Debug, Default)]
+pub struct Progress {
+    partial: String,
+    /// The current step's header (`Step 3/5 : RUN make`).
+    pub step: Option<String>,
+    /// The last output lines of the current step.
+    pub last: std::collections::VecDeque<String>,
+    /// Steps started.
+    pub steps: u64,
+    /// Steps answered from the cache.
+    pub cached: u64,
+}
+
+impl Progress {
+    /// Takes a piece of the `stream` output; returns the complete lines, cleaned for a log.
+    pub fn feed(&mut self, text: &str) -> Vec<String> {
+        self.partial.push_str(text);
+        let mut lines = Vec::new();
+        while let Some(end) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=end).collect();
+            let line = plain(line.trim_end_matches(['\n', '\r']));
+            self.line(&line);
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// The rest of a last line that ended without a newline.
+    pub fn finish(&mut self) -> Option<String> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        let line = plain(&std::mem::take(&mut self.partial));
+        self.line(&line);
+        Some(line)
+    }
+
+    fn line(&mut self, line: &str) {
+        if line.starts_with("Step ") && line.contains(" : ") {
+            self.step = Some(line.to_owned());
+            self.steps += 1;
+            self.last.clear();
+            return;
+        }
+        if line.trim() == "---> Using cache" {
+            self.cached += 1;
+        }
+        if self.last.len() == LAST_LINES {
+            self.last.pop_front();
+        }
+        self.last.push_back(line.to_owned());
+    }
+}
+
+/// A line without terminal control sequences: carriage-return rewrites keep their last state,
+/// escape sequences and other control characters go.
+#[must_use]
+pub fn plain(line: &str) -> String {
+    let line = line
+        .rsplit('\r')
+        .find(|part| !part.is_empty())
+        .unwrap_or("");
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for next in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&next) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c == '\t' || !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+async fn build(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document> {
+    let started = Instant::now();
+    let ctx = open_context(cli)?;
+    let refs = references(&doc, &cli.tags);
+    let split: Vec<(String, String)> = refs
+        .iter()
+        .map(|r| split_reference(r))
+        .collect::<Result<_>>()?;
+    let args = build_args(&cli.build_args, |key| std::env::var(key).ok())?;
+    let labels = labels(cli, &doc);
+    let cache = prepare_cache(engine, &cli.cache_from).await;
+
+    let mut options = BuildImageOptionsBuilder::new()
+        .dockerfile(ctx.dockerfile_name())
+        .rm(true)
+        .nocache(cli.no_cache)
+        .buildargs(&args)
+        .labels(&labels)
+        .version(BuilderVersion::BuilderV1);
+    if let Some(first) = refs.first() {
+        options = options.t(first);
+    }
+    if !cache.is_empty() {
+        options = options.cachefrom(&cache);
+    }
+    if cli.pull {
+        options = options.pull("1");
+    }
+    if let Some(target) = &cli.target {
+        options = options.target(target);
+    }
+    if let Some(platform) = &cli.platform {
+        options = options.platform(platform);
+    }
+    if let Some(network) = &cli.network {
+        options = options.networkmode(network);
+    }
+
+    info!(
+        "building {} (context {}, Dockerfile {}) with the classic builder",
+        refs.first().map_or("an untagged image", String::as_str),
+        ctx.root().display(),
+        ctx.dockerfile_name()
+    );
+    let (image_id, progress, summary) = stream_build(engine, &ctx, options.build()).await?;
+
+    for (reference, (repo, tag)) in refs.iter().zip(&split).skip(1) {
+        let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
+        engine
+            .client
+            .tag_image(&image_id, Some(options))
+            .await
+            .map_err(|e| {
+                Error::data(format!("tagging {image_id} as {reference}: {}", chain(&e)))
+                    .with_hint("references must be registry/repository:tag")
+            })?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    info!(
+        "built {image_id} in {seconds:.1} s ({} of {} steps from cache); tagged {}",
+        progress.cached,
+        progress.steps,
+        if refs.is_empty() {
+            "nothing".to_owned()
+        } else {
+            refs.join(", ")
+        }
+    );
+
+    let mut build = object(&doc, "build");
+    build.insert("builder".to_owned(), json!("classic"));
+    build.insert("references".to_owned(), json!(refs));
+    build.insert("steps".to_owned(), json!(progress.steps));
+    build.insert("cached_steps".to_owned(), json!(progress.cached));
+    build.insert(
+        "duration_seconds".to_owned(),
+        json!((seconds * 1000.0).round() / 1000.0),
+    );
+    build.insert(
+        "context".to_owned(),
+        json!({
+            "dir": ctx.root().display().to_string(),
+            "dockerfile": ctx.dockerfile_name(),
+            "entries": summary.entries,
+            "files": summary.files,
+            "bytes": summary.bytes,
+            "hash": summary.hash,
+        }),
+    );
+    if let Some(target) = &cli.target {
+        build.insert("target".to_owned(), json!(target));
+    }
+    doc.set("image_id", image_id);
+    doc.set("build", Value::Object(build));
+    Ok(doc)
+}
+
+/// Sends the context and follows the build's output; returns the image id, what the output
+/// said, and what was sent.
+async fn stream_build(
+    engine: &Engine,
+    ctx: &Context,
+    options: bollard::query_parameters::BuildImageOptions,
+) -> Result<(String, Progress, Summary)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let writer_ctx = ctx.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        writer_ctx.write_tar(&mut out)
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+
+    let mut stream = engine
+        .client
+        .build_image(options, None, Some(bollard::body_try_stream(body)));
+    let mut progress = Progress::default();
+    let mut image_id: Option<String> = None;
+    let mut failure: Option<Error> = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(text) = &info.stream {
+                    for line in progress.feed(text) {
+                        info!("{line}");
+                    }
+                }
+                if let Some(id) = info.aux.as_ref().and_then(|aux| aux.id.as_ref()) {
+                    image_id = Some(id.clone());
+                }
+                let message = info.error_detail.as_ref().and_then(|d| d.message.clone());
+                if let Some(message) = message {
+                    failure = Some(step_failed(&mut progress, &message));
+                    break;
+                }
+            }
+            // The daemon's report of a failed step arrives as a stream error.
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                failure = Some(step_failed(&mut progress, &error));
+                break;
+            }
+            Err(e) => {
+                failure = Some(request_failed(engine, &e));
+                break;
+            }
+        }
+    }
+    if let Some(line) = progress.finish() {
+        info!("{line}");
+    }
+    drop(stream);
+    let sent = match writer.await {
+        Ok(result) => result,
+        Err(e) => Err(Error::internal(format!(
+            "the build context writer stopped: {e}"
+        ))),
+    };
+    // A context that could not be read is the cause of whatever the daemon said after it.
+    let summary = match (sent, failure) {
+        (Err(e), _) if !e.is_broken_pipe() => return Err(e),
+        (_, Some(failure)) => return Err(failure),
+        (Err(_), None) => {
+            return Err(Error::unavailable(format!(
+                "the Docker daemon at {} stopped reading the build context",
+                engine.host
+            ))
+            .with_hint("see the daemon's log; retry the build"));
+        }
+        (Ok(summary), None) => summary,
+    };
+    let Some(image_id) = image_id else {
+        return Err(Error::internal(
+            "the build ended without an image id from the daemon",
+        ));
+    };
+
+    Ok((image_id, progress, summary))
+}
+
+fn step_failed(progress: &mut Progress, message: &str) -> Error {
+    let message = shared::cli::one_line(message);
+    let Some(step) = progress.step.clone() else {
+        return Error::data(format!("the build failed before its first step: {message}"))
+            .with_hint("check the Dockerfile and the build arguments");
+    };
+    if !progress.last.is_empty() {
+        warn!("last output of {step}:");
+        for line in &progress.last {
+            warn!("  | {line}");
+        }
+    }
+    Error::data(format!("{step} failed: {message}"))
+        .with_hint("fix the step or the sources it uses; its last output lines are above")
+}
+
+fn request_failed(engine: &Engine, err: &bollard::errors::Error) -> Error {
+    use bollard::errors::Error as E;
+    match err {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } if *status_code < 500
+            || message.contains("Dockerfile")
+            || message.contains("dockerfile") =>
+        {
+            Error::data(format!(
+                "the daemon refused the build: {}",
+                shared::cli::one_line(message)
+            ))
+            .with_hint("check the Dockerfile, --target and the build arguments")
+        }
+        E::DockerResponseServerError { message, .. } => Error::data(format!(
+            "the build failed: {}",
+            shared::cli::one_line(message)
+        ))
+        .with_hint("check the Dockerfile and the daemon's log"),
+        other => Error::unavailable(format!(
+            "the build request to {} failed: {}",
+            engine.host,
+            chain(other)
+        ))
+        .with_hint("check that the Docker daemon is running and reachable"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_come_from_the_document_then_flags() {
+        let doc = |v: Value| Document::from_value(v, "test").expect("document");
+        let cases: Vec<(Value, Vec<&str>, Vec<&str>)> = vec![
+            (
+                json!({"references": ["r/app:1", "r/app:latest"], "tags": ["x"], "repository": "y"}),
+                vec!["extra:1", "r/app:1"],
+                vec!["r/app:1", "r/app:latest", "extra:1"],
+            ),
+            (
+                json!({"registry": "127.0.0.1:5000", "repository": "team/app", "tags": ["1.2", "latest"]}),
+                vec![],
+                vec![
+                    "127.0.0.1:5000/team/app:1.2",
+                    "127.0.0.1:5000/team/app:latest",
+                ],
+            ),
+            (
+                json!({"repository": "app", "tags": ["dev"]}),
+                vec![],
+                vec!["app:dev"],
+            ),
+            (json!({}), vec!["only:flag"], vec!["only:flag"]),
+            (json!({"repository": "app"}), vec![], vec![]),
+        ];
+        for (input, extra, want) in cases {
+            let extra: Vec<String> = extra.into_iter().map(str::to_owned).collect();
+            assert_eq!(references(&doc(input.clone()), &extra), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn references_split_into_repository_and_tag() {
+        let cases = [
+            ("app", ("app", "latest")),
+            ("app:1", ("app", "1")),
+            (
+                "127.0.0.1:5000/team/app",
+                ("127.0.0.1:5000/team/app", "latest"),
+            ),
+            (
+                "127.0.0.1:5000/team/app:v1",
+                ("127.0.0.1:5000/team/app", "v1"),
+            ),
+        ];
+        for (input, (repo, tag)) in cases {
+            assert_eq!(
+                split_reference(input).expect("valid"),
+                (repo.to_owned(), tag.to_owned()),
+                "{input}"
+            );
+        }
+        assert!(split_reference("app@sha256:abc").is_err());
+    }
+
+    #[test]
+    fn build_args_take_values_or_the_environment() {
+        let env = |key: &str| (key == "FROM_ENV").then(|| "env value".to_owned());
+        let args: Vec<String> = ["A=1", "B=", "C=x=y", "FROM_ENV", "UNSET"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let got = build_args(&args, env).expect("valid");
+        let mut got: Vec<(String, String)> = got.into_iter().collect();
+        got.sort();
+        let want = [
+            ("A", "1"),
+            ("B", ""),
+            ("C", "x=y"),
+            ("FROM_ENV", "env value"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        assert_eq!(got, want);
+        assert!(build_args(&["=x".to_owned()], env).is_err());
+    }
+
+    #[test]
+    fn progress_tracks_steps_cache_and_last_lines() {
+        let mut p = Progress::default();
+        let mut lines = p.feed("Step 1/3 : FROM local/busybox:1\n ---> 3d2e\nStep 2/3 : RUN ec");
+        lines.extend(p.feed("ho hi\n ---> Using cache\n ---> abc\nStep 3/3 : RUN false\n"));
+        lines.extend(p.feed("\u{1b}[31mboom\u{1b}[0m\nprogress 10%\rprogress 100%\n"));
+        assert_eq!(p.steps, 3);
+        assert_eq!(p.cached, 1);
+        assert_eq!(p.step.as_deref(), Some("Step 3/3 : RUN false"));
+        assert_eq!(Vec::from(p.last.clone()), ["boom", "progress 100%"]);
+        assert_eq!(
+            lines[2], "Step 2/3 : RUN echo hi",
+            "a step split across chunks is one line"
+        );
+        assert_eq!(p.finish(), None);
+    }
+
+    #[test]
+    fn plain_drops_control_sequences() {
+        let cases = [
+            ("plain", "plain"),
+            ("\u{1b}[1;32mgreen\u{1b}[0m", "green"),
+            ("a\rb", "b"),
+            ("50%\r100%\r", "100%"),
+            ("tab\tkept\u{7}", "tab\tkept"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(plain(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(999), "999 B");
+        assert_eq!(human(1500), "1.5 kB");
+        assert_eq!(human(1_000_000_000), "1.0 GB");
+    }
+}
