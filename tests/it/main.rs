@@ -10,3 +10,4 @@ mod ecr_login;
 mod ecr_repo;
 mod harness;
 mod img_build;
+mod img_tag;

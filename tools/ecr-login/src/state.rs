@@ -24,11 +24,7 @@ fn fingerprint(credentials: &Credentials) -> String {
         credentials.username,
         credentials.password.expose()
     ));
-    digest[..12].iter().fold(String::new(), |mut hex, b| {
-        use std::fmt::Write as _;
-        let _ = write!(hex, "{b:02x}");
-        hex
-    })
+    shared::hex(&digest[..12])
 }
 
 fn load(config: &Path) -> Map<String, Value> {
