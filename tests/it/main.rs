@@ -11,3 +11,4 @@ mod ecr_repo;
 mod harness;
 mod img_build;
 mod img_tag;
+mod scan_gate;
