@@ -102,20 +102,48 @@ fn install_panic_hook() {
 ///
 /// With no input, `step` runs once on an empty document. The first error stops the run: records
 /// already written stay written, and nothing is written for the failing one.
-pub async fn pipeline<F>(common: &Common, mut step: F) -> Result<Code>
+pub async fn pipeline<F>(common: &Common, step: F) -> Result<Code>
+where
+    F: AsyncFnMut(Document) -> Result<Document>,
+{
+    pipeline_over(common, common.no_input, "", &[], step).await
+}
+
+/// Like [`pipeline`], for tools that act on several things named on the command line
+/// (`--repository a --repository b`): each input document is handed to `step` once per value,
+/// with `field` set to that value, and each result is written. Without values, as [`pipeline`].
+/// `no_input` says whether stdin holds documents (a tool may read something else from it).
+pub async fn pipeline_over<F>(
+    common: &Common,
+    no_input: bool,
+    field: &str,
+    values: &[String],
+    mut step: F,
+) -> Result<Code>
 where
     F: AsyncFnMut(Document) -> Result<Document>,
 {
     let mut output = Output::new(std::io::stdout().lock(), common.field.clone());
+    let mut run = async |doc: Document, output: &mut Output<_>| -> Result<()> {
+        if values.is_empty() {
+            return output.write(step(doc).await?);
+        }
+        for value in values {
+            let mut one = doc.clone();
+            one.set(field, value.as_str());
+            output.write(step(one).await?)?;
+        }
+        Ok(())
+    };
     let mut seen = 0usize;
-    if let Input::Stream(records) = stdin_input(common.no_input) {
+    if let Input::Stream(records) = stdin_input(no_input) {
         for record in records {
             seen += 1;
-            output.write(step(record?).await?)?;
+            run(record?, &mut output).await?;
         }
     }
     if seen == 0 {
-        output.write(step(Document::new()).await?)?;
+        run(Document::new(), &mut output).await?;
     }
     Ok(exit::SUCCESS)
 }

@@ -171,3 +171,89 @@ fn configuration_and_service_faults_are_one_clear_line() {
         .run()
         .fails(69, &[&format!("cannot reach the ECR API at {endpoint}")]);
 }
+
+#[test]
+fn several_repositories_from_one_command() {
+    let names = [unique("repo-many"), unique("repo-many")];
+    let out = tool("ecr-repo")
+        .args(["--repository", &names[0], "--repository", &names[1]])
+        .stdin(r#"{"keep": "me"}"#)
+        .run();
+    let docs = out.success().documents();
+    assert_eq!(docs.len(), 2, "{out:?}");
+    for (doc, name) in docs.iter().zip(&names) {
+        assert_eq!(doc["repository"], name.as_str());
+        assert_eq!(doc["keep"], "me");
+        assert_eq!(doc["repository_settings"]["created"], true);
+        assert_eq!(describe(name)["repositoryArn"], doc["repository_arn"]);
+    }
+}
+
+#[test]
+fn prints_a_least_privilege_iam_policy_scoped_to_the_repository() {
+    let name = unique("repo-iam");
+    // Unknown account and no repository yet: the ARN cannot be known.
+    tool("ecr-repo")
+        .args(["--repository", &name, "--print-iam-policy", "push"])
+        .run()
+        .fails(
+            65,
+            &[
+                &format!("repository {name} does not exist"),
+                "--registry-id",
+            ],
+        );
+
+    let doc = tool("ecr-repo")
+        .args(["--repository", &name])
+        .run()
+        .success()
+        .document();
+    let arn = describe(&name)["repositoryArn"].clone();
+    assert_eq!(doc["repository_arn"], arn);
+    let out = tool("ecr-repo")
+        .args([
+            "--repository",
+            &name,
+            "--print-iam-policy",
+            "login,push,scan,lifecycle",
+        ])
+        .run();
+    out.success();
+    let policy: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(policy["Version"], "2012-10-17");
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 4);
+    assert_eq!(
+        statements[0]["Action"],
+        serde_json::json!(["ecr:GetAuthorizationToken"])
+    );
+    assert_eq!(statements[0]["Resource"], "*");
+    for statement in &statements[1..] {
+        assert_eq!(statement["Resource"], serde_json::json!([arn]), "{out:?}");
+    }
+    assert!(
+        statements[1]["Action"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("ecr:PutImage"))
+    );
+
+    // With the account given, the ARN is built (the repository need not exist), and documents
+    // on stdin name the repositories.
+    let out = tool("ecr-repo")
+        .args([
+            "--print-iam-policy",
+            "pull",
+            "--registry-id",
+            "210987654321",
+        ])
+        .stdin(r#"{"repository":"team/never-created"}"#)
+        .run();
+    out.success();
+    let policy: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        policy["Statement"][0]["Resource"],
+        serde_json::json!(["arn:aws:ecr:us-east-1:210987654321:repository/team/never-created"])
+    );
+}

@@ -11,4 +11,5 @@ mod ecr_repo;
 mod harness;
 mod img_build;
 mod img_tag;
+mod lifecycle_set;
 mod scan_gate;

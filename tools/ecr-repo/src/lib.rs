@@ -19,7 +19,10 @@ use serde_json::json;
 use shared::aws::{Aws, AwsArgs};
 use shared::cli::Common;
 use shared::exit::Code;
+use shared::io::{Input, stdin_input};
 use shared::{Document, Error, Result, info};
+
+pub mod iam;
 
 /// Make sure an ECR repository exists, with the settings given.
 #[derive(Parser, Debug)]
@@ -31,12 +34,25 @@ use shared::{Document, Error, Result, info};
   ecr-repo --repository my-app
 
   # Immutable tags and a cost-centre tag; print only the repository URI
-  ecr-repo --repository team/api --tag-mutability immutable --tag cc=42 --field repository_uri"
+  ecr-repo --repository team/api --tag-mutability immutable --tag cc=42 --field repository_uri
+
+  # Several repositories at once: one document each
+  ecr-repo --repository api --repository web
+
+  # The least-privilege IAM policy for a build that logs in, pushes and scans
+  ecr-repo --repository my-app --print-iam-policy login,push,scan > build-policy.json"
 )]
 pub struct Cli {
-    /// Repository name (default: the input document's `repository`).
+    /// Repository name (repeatable: one output document each; default: the input document's
+    /// `repository`).
     #[arg(long, value_name = "NAME")]
-    pub repository: Option<String>,
+    pub repository: Vec<String>,
+
+    /// Print, instead of documents, the least-privilege IAM policy for these steps of a build
+    /// (login, push, pull, scan, lifecycle, repository), scoped to the repositories' ARNs where
+    /// the action allows. Changes nothing.
+    #[arg(long, value_enum, value_name = "STEP[,STEP]", value_delimiter = ',')]
+    pub print_iam_policy: Vec<iam::Step>,
 
     /// Scan images when they are pushed (the default for a new repository).
     #[arg(long, overrides_with = "no_scan_on_push")]
@@ -144,15 +160,91 @@ pub fn run(cli: &Cli) -> Result<Code> {
     shared::cli::runtime()?.block_on(async {
         let aws = Aws::load(&cli.aws).await?;
         let ecr = aws.ecr();
-        shared::cli::pipeline(&cli.common, |doc| ensure(cli, &aws, &ecr, doc)).await
+        if !cli.print_iam_policy.is_empty() {
+            return print_iam_policy(cli, &aws, &ecr).await;
+        }
+        shared::cli::pipeline_over(
+            &cli.common,
+            cli.common.no_input,
+            "repository",
+            &cli.repository,
+            |doc| ensure(cli, &aws, &ecr, doc),
+        )
+        .await?;
+        Ok(shared::exit::SUCCESS)
     })
 }
 
+/// Prints the IAM policy for `--print-iam-policy`: repositories from the flags or the input
+/// documents; their ARNs built from the account (`--registry-id`, the document's `account_id`)
+/// or read from DescribeRepositories.
+async fn print_iam_policy(cli: &Cli, aws: &Aws, ecr: &Client) -> Result<Code> {
+    use std::io::Write;
+    let mut wanted: Vec<(String, Option<String>)> = Vec::new();
+    let mut add = |name: &str, account: Option<&str>| {
+        if !wanted.iter().any(|(n, _)| n == name) {
+            wanted.push((name.to_owned(), account.map(str::to_owned)));
+        }
+    };
+    if cli.repository.is_empty() {
+        if let Input::Stream(records) = stdin_input(cli.common.no_input) {
+            for record in records {
+                let doc = record?;
+                if let Some(name) = doc.str("repository") {
+                    add(name, doc.str("account_id"));
+                }
+            }
+        }
+    } else {
+        for name in &cli.repository {
+            add(name, None);
+        }
+    }
+    if wanted.is_empty() {
+        return Err(Error::data("no repository named for the IAM policy")
+            .with_hint("pass --repository NAME, or give documents with a repository field"));
+    }
+    let mut arns = Vec::new();
+    for (name, account) in &wanted {
+        shared::names::check_repository(name)?;
+        let account = cli.registry_id.clone().or_else(|| account.clone());
+        let arn = match account {
+            Some(account) => iam::repository_arn(aws.region(), &account, name),
+            None => describe(aws, ecr, cli, name)
+                .await?
+                .and_then(|r| r.repository_arn().map(str::to_owned))
+                .ok_or_else(|| {
+                    Error::data(format!("repository {name} does not exist, so its ARN is unknown"))
+                        .with_hint("create it first (ecr-repo --repository NAME), or pass --registry-id ACCOUNT")
+                })?,
+        };
+        arns.push(arn);
+    }
+    let policy = iam::policy(&cli.print_iam_policy, &arns);
+    let mut out = std::io::stdout().lock();
+    let text = serde_json::to_string_pretty(&policy).map_err(|e| Error::internal(e.to_string()))?;
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("writing to standard output", &e))?;
+    info!(
+        "IAM policy for {} on {}",
+        cli.print_iam_policy
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        wanted
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(shared::exit::SUCCESS)
+}
+
 async fn ensure(cli: &Cli, aws: &Aws, ecr: &Client, mut doc: Document) -> Result<Document> {
-    let name = cli
-        .repository
-        .as_deref()
-        .or_else(|| doc.str("repository"))
+    let name = doc
+        .str("repository")
         .ok_or_else(|| {
             Error::data("no repository named")
                 .with_hint("pass --repository NAME, or give a document with a repository field")

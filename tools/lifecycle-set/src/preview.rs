@@ -1,0 +1,919 @@
+//! What a policy would do to a repository's images, evaluated locally with ECR's documented
+//! semantics ("Lifecycle policy evaluation rules" in the Amazon ECR user guide):
+//!
+//! - all rules identify their images at once; then they act in priority order, lowest first;
+//! - an image is acted on by exactly one or zero rules;
+//! - an image that a rule identifies (matches its tag and storage conditions) cannot be acted
+//!   on by a rule of lower priority, even when the higher rule keeps it;
+//! - `imageCountMoreThan` sorts the identified images by push time, newest first, and acts on
+//!   those past the count; `since*` rules act on images older than the count in days (since push,
+//!   last pull — or push if never pulled — or archiving);
+//! - images referenced by a manifest list (a multi-platform image) that stays are kept.
+//!
+//! ECR has its own preview API (StartLifecyclePolicyPreview); the local ECR API server has none,
+//! so this evaluation is what `--preview` reports, with a fixed clock (`--now`) for tests.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::policy::{ActionType, CountType, Policy, Rule, StorageClass, tags_match};
+
+/// Seconds in a day.
+const DAY: i64 = 86_400;
+
+/// One image of the repository, as far as lifecycle rules care.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    /// Manifest digest.
+    pub digest: String,
+    /// Tags (empty for an untagged image).
+    pub tags: Vec<String>,
+    /// When it was pushed.
+    pub pushed_at: DateTime<Utc>,
+    /// When it was last pulled, if ever recorded.
+    pub last_pulled: Option<DateTime<Utc>>,
+    /// Where it is stored.
+    pub storage: StorageClass,
+    /// When it was archived (archive storage only).
+    pub archived_at: Option<DateTime<Utc>>,
+    /// Digests of the images this one references, when it is a manifest list / image index.
+    pub manifests: Vec<String>,
+}
+
+/// What happens to an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing.
+    Keep,
+    /// Deleted.
+    Expire,
+    /// Moved to archive storage.
+    Archive,
+}
+
+impl Outcome {
+    /// The word used in output.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Keep => "keep",
+            Outcome::Expire => "expire",
+            Outcome::Archive => "archive",
+        }
+    }
+}
+
+/// The verdict on one image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The image's digest.
+    pub digest: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// What happens to it.
+    pub outcome: Outcome,
+    /// The rule that decided (acted, or protected it), if any.
+    pub rule: Option<i64>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The result of a preview.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preview {
+    /// One decision per image, newest push first.
+    pub decisions: Vec<Decision>,
+    /// Things a person should look at: rules that select nothing, shadowed rules, rules that
+    /// would expire `latest` or release tags.
+    pub warnings: Vec<String>,
+}
+
+fn age_days(now: DateTime<Utc>, then: DateTime<Utc>) -> i64 {
+    (now - then).num_seconds().div_euclid(DAY)
+}
+
+/// Whether a tag looks like a release (`v1.2.3`, `1.2`, `release-…`) or is `latest`.
+#[must_use]
+pub fn is_protected_tag(tag: &str) -> bool {
+    if tag == "latest" || tag.starts_with("release") {
+        return true;
+    }
+    let version = tag.strip_prefix('v').unwrap_or(tag);
+    let core = version.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() >= 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The images (positions in `identified`' source order) a rule would act on before priorities,
+/// with the reason for each.
+fn marked(rule: &Rule, identified: &[(usize, &Image)], now: DateTime<Utc>) -> Vec<(usize, String)> {
+    let n = rule.count();
+    match rule.count_type() {
+        CountType::ImageCountMoreThan => identified
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(n).unwrap_or(usize::MAX))
+            .map(|(i, (at, _))| {
+                (
+                    *at,
+                    format!(
+                        "number {} by push time among {} images it selects; it keeps {n}",
+                        i + 1,
+                        identified.len()
+                    ),
+                )
+            })
+            .collect(),
+        kind => {
+            let limit = i64::try_from(n).unwrap_or(i64::MAX);
+            identified
+                .iter()
+                .filter_map(|(at, image)| {
+                    let (when, what) = match kind {
+                        CountType::SinceImagePulled => match image.last_pulled {
+                            Some(at) => (at, "last pulled"),
+                            None => (image.pushed_at, "never pulled; pushed"),
+                        },
+                        CountType::SinceImageTransitioned => {
+                            (image.archived_at.unwrap_or(image.pushed_at), "archived")
+                        }
+                        _ => (image.pushed_at, "pushed"),
+                    };
+                    let age = age_days(now, when);
+                    (age > limit)
+                        .then(|| (*at, format!("{what} {age} days ago, more than {n} days")))
+                })
+                .collect()
+        }
+    }
+}
+
+/// Evaluates `policy` (valid) against `images` as of `now`. Images are told apart by their
+/// position, not their digest (the local ECR API server gives every image the same digest).
+#[must_use]
+#[allow(
+    clippy::too_many_lines,
+    reason = "the documented steps read best in one place"
+)]
+pub fn evaluate(policy: &Policy, images: &[Image], now: DateTime<Utc>) -> Preview {
+    let mut ordered: Vec<&Image> = images.iter().collect();
+    ordered.sort_by(|a, b| {
+        b.pushed_at
+            .cmp(&a.pushed_at)
+            .then_with(|| a.digest.cmp(&b.digest))
+    });
+    let mut decided: HashMap<usize, Decision> = HashMap::new();
+    // Images identified by a rule of higher priority, and which rule that was.
+    let mut seen: HashMap<usize, i64> = HashMap::new();
+    let mut warnings = Vec::new();
+    for rule in policy.sorted() {
+        let identified: Vec<(usize, &Image)> = ordered
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, image)| {
+                image.storage == rule.storage_class() && tags_match(rule, &image.tags)
+            })
+            .collect();
+        if identified.is_empty() {
+            warnings.push(format!("{} selects no image", rule.summary()));
+        } else if identified.iter().all(|(at, _)| seen.contains_key(at)) {
+            let mut by: Vec<i64> = identified.iter().map(|(at, _)| seen[at]).collect();
+            by.sort_unstable();
+            by.dedup();
+            warnings.push(format!(
+                "{} is shadowed: every image it selects is already identified by rule {}",
+                rule.summary(),
+                join(&by)
+            ));
+        }
+        let outcome = match rule.action() {
+            ActionType::Expire => Outcome::Expire,
+            ActionType::Transition => Outcome::Archive,
+        };
+        for (at, why) in marked(rule, &identified, now) {
+            if decided.contains_key(&at) {
+                continue;
+            }
+            let (outcome, acting, reason) = match seen.get(&at) {
+                Some(higher) => (
+                    Outcome::Keep,
+                    *higher,
+                    format!(
+                        "rule {} would {} it ({why}), but rule {higher} has higher priority and identified it",
+                        rule.priority,
+                        rule.action().as_str()
+                    ),
+                ),
+                None => (
+                    outcome,
+                    rule.priority,
+                    format!("rule {}: {why}", rule.priority),
+                ),
+            };
+            decided.insert(
+                at,
+                Decision {
+                    digest: ordered[at].digest.clone(),
+                    tags: Vec::new(),
+                    outcome,
+                    rule: Some(acting),
+                    reason,
+                },
+            );
+        }
+        for (at, _) in &identified {
+            seen.entry(*at).or_insert(rule.priority);
+        }
+    }
+    // Images that a manifest list references stay while the list stays.
+    let mut referenced: HashMap<&str, &Image> = HashMap::new();
+    for (at, image) in ordered.iter().enumerate() {
+        let list_goes = decided
+            .get(&at)
+            .is_some_and(|d| d.outcome == Outcome::Expire);
+        if !list_goes {
+            for child in &image.manifests {
+                referenced.insert(child.as_str(), image);
+            }
+        }
+    }
+    let mut decisions = Vec::with_capacity(ordered.len());
+    for (at, image) in ordered.iter().enumerate() {
+        let mut decision = decided.remove(&at).unwrap_or_else(|| {
+            let reason = match seen.get(&at) {
+                Some(rule) => format!("rule {rule} selects it and keeps it"),
+                None => "no rule selects it".to_owned(),
+            };
+            Decision {
+                digest: image.digest.clone(),
+                tags: Vec::new(),
+                outcome: Outcome::Keep,
+                rule: seen.get(&at).copied(),
+                reason,
+            }
+        });
+        decision.tags.clone_from(&image.tags);
+        if decision.outcome != Outcome::Keep
+            && let Some(list) = referenced.get(image.digest.as_str())
+        {
+            decision.reason = format!(
+                "{}; kept because manifest list {} references it",
+                decision.reason,
+                short(&list.digest)
+            );
+            decision.outcome = Outcome::Keep;
+        }
+        if decision.outcome == Outcome::Expire {
+            let risky: Vec<&str> = image
+                .tags
+                .iter()
+                .filter(|t| is_protected_tag(t))
+                .map(String::as_str)
+                .collect();
+            if !risky.is_empty() {
+                warnings.push(format!(
+                    "rule {} would expire {} tagged {}",
+                    decision.rule.unwrap_or_default(),
+                    short(&image.digest),
+                    risky.join(", ")
+                ));
+            }
+        }
+        decisions.push(decision);
+    }
+    Preview {
+        decisions,
+        warnings,
+    }
+}
+
+fn join(numbers: &[i64]) -> String {
+    numbers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The first 12 hex digits of a digest, for messages.
+#[must_use]
+pub fn short(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.get(..12).unwrap_or(hex)
+}
+
+/// Warnings that need no images: rules that can never act because a higher rule with a
+/// shorter prefix list selects everything they select.
+#[must_use]
+pub fn static_warnings(policy: &Policy) -> Vec<String> {
+    let rules = policy.sorted();
+    let mut warnings = Vec::new();
+    for (i, lower) in rules.iter().enumerate() {
+        let Some(lower_prefixes) = &lower.tag_prefixes else {
+            continue;
+        };
+        for higher in &rules[..i] {
+            let Some(higher_prefixes) = &higher.tag_prefixes else {
+                continue;
+            };
+            let covered = higher.storage_class() == lower.storage_class()
+                && higher_prefixes
+                    .iter()
+                    .all(|h| lower_prefixes.iter().any(|l| l.starts_with(h.as_str())));
+            if covered {
+                warnings.push(format!(
+                    "{} is shadowed: rule {} identifies every image it could select",
+                    lower.summary(),
+                    higher.priority
+                ));
+                break;
+            }
+        }
+    }
+    warnings
+}
+
+/// The preview as JSON for the `lifecycle.preview` field.
+#[must_use]
+pub fn to_value(preview: &Preview, source: &str, now: DateTime<Utc>) -> Value {
+    let count = |o: Outcome| preview.decisions.iter().filter(|d| d.outcome == o).count();
+    json!({
+        "source": source,
+        "now": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "expire": count(Outcome::Expire),
+        "archive": count(Outcome::Archive),
+        "keep": count(Outcome::Keep),
+        "images": preview.decisions.iter().map(|d| json!({
+            "digest": d.digest,
+            "tags": d.tags,
+            "decision": d.outcome.as_str(),
+            "rule": d.rule,
+            "reason": d.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Parses a timestamp as aws-cli prints it: RFC 3339 text (v2) or epoch seconds (v1).
+#[must_use]
+pub fn parse_time(value: &Value) -> Option<DateTime<Utc>> {
+    match value {
+        Value::String(text) => DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+            .or_else(|| text.parse::<f64>().ok().and_then(epoch)),
+        Value::Number(n) => n.as_f64().and_then(epoch),
+        _ => None,
+    }
+}
+
+fn epoch(seconds: f64) -> Option<DateTime<Utc>> {
+    if !seconds.is_finite() {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let whole = seconds.floor() as i64;
+    DateTime::from_timestamp(whole, 0)
+}
+
+/// Reads images from an images file: aws-cli's `describe-images` output
+/// (`{"imageDetails": [...]}`), an array of image details, or one detail per line. Besides
+/// ECR's fields (imageDigest, imageTags, imagePushedAt, lastRecordedPullTime, imageStatus,
+/// lastArchivedAt), an image may list the digests it references in `manifests`.
+pub fn parse_images(text: &str) -> Result<Vec<Image>, String> {
+    let mut values = Vec::new();
+    for (i, item) in serde_json::Deserializer::from_str(text)
+        .into_iter::<Value>()
+        .enumerate()
+    {
+        let value = item.map_err(|e| format!("record {} is not valid JSON: {e}", i + 1))?;
+        match value {
+            Value::Object(ref map) if map.contains_key("imageDetails") => {
+                match &map["imageDetails"] {
+                    Value::Array(items) => values.extend(items.iter().cloned()),
+                    _ => return Err("imageDetails: expected an array".into()),
+                }
+            }
+            Value::Array(items) => values.extend(items),
+            other => values.push(other),
+        }
+    }
+    let mut images = Vec::with_capacity(values.len());
+    let mut digests = HashSet::new();
+    for (i, value) in values.iter().enumerate() {
+        let at = format!("image {}", i + 1);
+        let digest = value
+            .get("imageDigest")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("{at}: imageDigest: expected a string"))?
+            .to_owned();
+        if !digests.insert(digest.clone()) {
+            return Err(format!("{at}: imageDigest {digest} appears twice"));
+        }
+        let list = |key: &str| -> Result<Vec<String>, String> {
+            match value.get(key) {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|t| {
+                        t.as_str()
+                            .map(str::to_owned)
+                            .ok_or_else(|| format!("{at}: {key}: expected strings"))
+                    })
+                    .collect(),
+                Some(_) => Err(format!("{at}: {key}: expected an array of strings")),
+            }
+        };
+        let time = |key: &str| -> Result<Option<DateTime<Utc>>, String> {
+            match value.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => parse_time(v).map(Some).ok_or_else(|| {
+                    format!("{at}: {key}: expected RFC 3339 time or epoch seconds, found {v}")
+                }),
+            }
+        };
+        let pushed_at =
+            time("imagePushedAt")?.ok_or_else(|| format!("{at}: imagePushedAt is required"))?;
+        let storage = match value.get("imageStatus").and_then(Value::as_str) {
+            Some("ARCHIVED") => StorageClass::Archive,
+            _ => StorageClass::Standard,
+        };
+        images.push(Image {
+            digest,
+            tags: list("imageTags")?,
+            pushed_at,
+            last_pulled: time("lastRecordedPullTime")?,
+            storage,
+            archived_at: time("lastArchivedAt")?,
+            manifests: list("manifests")?,
+        });
+    }
+    Ok(images)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::policy::Policy;
+
+    /// The fixed clock of these tests.
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2025-06-30T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn image(name: &str, tags: &[&str], days_ago: i64) -> Image {
+        Image {
+            digest: format!("sha256:{name}"),
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            pushed_at: now() - chrono::Duration::days(days_ago),
+            last_pulled: None,
+            storage: StorageClass::Standard,
+            archived_at: None,
+            manifests: Vec::new(),
+        }
+    }
+
+    fn rule(priority: i64, selection: &str) -> String {
+        format!(
+            r#"{{"rulePriority":{priority},"description":"Rule {priority}","selection":{selection},"action":{{"type":"expire"}}}}"#
+        )
+    }
+
+    fn policy(rules: &[String]) -> Policy {
+        let p = Policy::parse(&format!(r#"{{"rules":[{}]}}"#, rules.join(","))).unwrap();
+        assert_eq!(p.validate(), Vec::new());
+        p
+    }
+
+    /// The names of the images with `outcome`, in name order.
+    fn with(preview: &Preview, outcome: Outcome) -> Vec<String> {
+        let mut names: Vec<String> = preview
+            .decisions
+            .iter()
+            .filter(|d| d.outcome == outcome)
+            .map(|d| d.digest.trim_start_matches("sha256:").to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn doc_repository() -> Vec<Image> {
+        vec![
+            image("A", &["beta-1", "prod-1"], 10),
+            image("B", &["beta-2", "prod-2"], 9),
+            image("C", &["beta-3"], 8),
+        ]
+    }
+
+    /// "Filtering on multiple rules", example A: Rule 1 (prod, keep 1) marks A; Rule 2 (beta,
+    /// keep 1) would mark A and B, but B was seen by Rule 1. Result: Image A is expired.
+    #[test]
+    fn aws_example_multiple_rules_a() {
+        for (prod, beta) in [
+            (r#""tagPrefixList":["prod"]"#, r#""tagPrefixList":["beta"]"#),
+            (
+                r#""tagPatternList":["prod*"]"#,
+                r#""tagPatternList":["beta*"]"#,
+            ),
+        ] {
+            let p = policy(&[
+                rule(
+                    1,
+                    &format!(
+                        r#"{{"tagStatus":"tagged",{prod},"countType":"imageCountMoreThan","countNumber":1}}"#
+                    ),
+                ),
+                rule(
+                    2,
+                    &format!(
+                        r#"{{"tagStatus":"tagged",{beta},"countType":"imageCountMoreThan","countNumber":1}}"#
+                    ),
+                ),
+            ]);
+            let result = evaluate(&p, &doc_repository(), now());
+            assert_eq!(with(&result, Outcome::Expire), ["A"]);
+            let b = result
+                .decisions
+                .iter()
+                .find(|d| d.digest == "sha256:B")
+                .unwrap();
+            assert_eq!(b.rule, Some(1));
+            assert!(
+                b.reason.contains("rule 1 has higher priority"),
+                "{}",
+                b.reason
+            );
+        }
+    }
+
+    /// Example B: the same repository with the rules swapped. Rule 1 (beta, keep 1) marks A and
+    /// B; Rule 2 (prod) sees only images Rule 1 saw. Result: Images A and B are expired.
+    #[test]
+    fn aws_example_multiple_rules_b() {
+        let p = policy(&[
+            rule(
+                1,
+                r#"{"tagStatus":"tagged","tagPrefixList":["beta"],"countType":"imageCountMoreThan","countNumber":1}"#,
+            ),
+            rule(
+                2,
+                r#"{"tagStatus":"tagged","tagPrefixList":["prod"],"countType":"imageCountMoreThan","countNumber":1}"#,
+            ),
+        ]);
+        let result = evaluate(&p, &doc_repository(), now());
+        assert_eq!(with(&result, Outcome::Expire), ["A", "B"]);
+        assert_eq!(with(&result, Outcome::Keep), ["C"]);
+        assert!(
+            result
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("rule 2 ") && w.contains("shadowed")),
+            "{:?}",
+            result.warnings
+        );
+    }
+
+    /// "Filtering on multiple tags in a single rule", example A: prefixes alpha and beta,
+    /// older than 5 days. The rule sees C and F; C is older. Result: Image C is expired.
+    #[test]
+    fn aws_example_multiple_tags_a() {
+        let images = vec![
+            image("A", &["alpha-1"], 12),
+            image("B", &["beta-1"], 11),
+            image("C", &["alpha-2", "beta-2"], 10),
+            image("D", &["alpha-3"], 4),
+            image("E", &["beta-3"], 3),
+            image("F", &["alpha-4", "beta-4"], 2),
+        ];
+        let p = policy(&[rule(
+            1,
+            r#"{"tagStatus":"tagged","tagPrefixList":["alpha","beta"],"countType":"sinceImagePushed","countNumber":5,"countUnit":"days"}"#,
+        )]);
+        let result = evaluate(&p, &images, now());
+        assert_eq!(with(&result, Outcome::Expire), ["C"]);
+        let a = result
+            .decisions
+            .iter()
+            .find(|d| d.digest == "sha256:A")
+            .unwrap();
+        assert_eq!((a.rule, a.reason.as_str()), (None, "no rule selects it"));
+    }
+
+    /// Example B: tags are not exclusive. Prefixes alpha and beta, keep 1: the rule sees all
+    /// three images. Result: Images A and B are expired.
+    #[test]
+    fn aws_example_multiple_tags_b() {
+        let images = vec![
+            image("A", &["alpha-1", "beta-1", "gamma-1"], 10),
+            image("B", &["alpha-2", "beta-2"], 9),
+            image("C", &["alpha-3", "beta-3", "gamma-2"], 8),
+        ];
+        let p = policy(&[rule(
+            1,
+            r#"{"tagStatus":"tagged","tagPrefixList":["alpha","beta"],"countType":"imageCountMoreThan","countNumber":1}"#,
+        )]);
+        let result = evaluate(&p, &images, now());
+        assert_eq!(with(&result, Outcome::Expire), ["A", "B"]);
+    }
+
+    /// "Filtering on image age": images tagged prod* older than 14 days expire.
+    #[test]
+    fn aws_example_image_age() {
+        let images = vec![
+            image("old", &["prod-1"], 15),
+            image("edge", &["prod-2"], 14),
+            image("new", &["prod-3"], 1),
+            image("other", &["dev-1"], 30),
+        ];
+        let p = policy(&[rule(
+            1,
+            r#"{"tagStatus":"tagged","tagPatternList":["prod*"],"countType":"sinceImagePushed","countUnit":"days","countNumber":14}"#,
+        )]);
+        let result = evaluate(&p, &images, now());
+        assert_eq!(with(&result, Outcome::Expire), ["old"]);
+    }
+
+    /// A small deterministic generator (no randomness in tests: the same sets every run).
+    fn generated(seed: u64, n: usize) -> Vec<Image> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            state >> 33
+        };
+        (0..n)
+            .map(|i| {
+                let tags: Vec<String> = match next() % 4 {
+                    0 => Vec::new(),
+                    1 => vec![format!("pr-{i}")],
+                    2 => vec![format!("v1.{i}.0"), format!("sha-{i:x}")],
+                    _ => vec![format!("main-{i}"), "latest".to_owned()]
+                        .into_iter()
+                        .take(if i % 7 == 0 { 2 } else { 1 })
+                        .collect(),
+                };
+                let mut img = image(
+                    &format!("{i:04}"),
+                    &[],
+                    i64::try_from(next() % 120).unwrap(),
+                );
+                img.tags = tags;
+                img
+            })
+            .collect()
+    }
+
+    /// Properties the documented semantics imply, checked on generated image sets: a count rule
+    /// leaves exactly N of its images unexpired by itself; an image a higher rule identified is
+    /// never expired by a lower one; untagged rules touch only untagged images.
+    #[test]
+    fn generated_image_sets_keep_the_documented_invariants() {
+        let p = policy(&[
+            rule(
+                1,
+                r#"{"tagStatus":"tagged","tagPatternList":["v*.*.*"],"countType":"imageCountMoreThan","countNumber":5}"#,
+            ),
+            rule(
+                2,
+                r#"{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":7}"#,
+            ),
+            rule(
+                3,
+                r#"{"tagStatus":"tagged","tagPrefixList":["pr-"],"countType":"imageCountMoreThan","countNumber":10}"#,
+            ),
+            rule(
+                4,
+                r#"{"tagStatus":"any","countType":"sinceImagePushed","countUnit":"days","countNumber":90}"#,
+            ),
+        ]);
+        for seed in 1..=20 {
+            let images = generated(seed, 200);
+            let result = evaluate(&p, &images, now());
+            assert_eq!(result.decisions.len(), images.len());
+            let by_digest: HashMap<&str, &Image> =
+                images.iter().map(|i| (i.digest.as_str(), i)).collect();
+            let releases: Vec<&Image> = images
+                .iter()
+                .filter(|i| {
+                    i.tags
+                        .iter()
+                        .any(|t| crate::policy::pattern_matches("v*.*.*", t))
+                })
+                .collect();
+            let expired_releases = result
+                .decisions
+                .iter()
+                .filter(|d| d.outcome == Outcome::Expire && d.rule == Some(1))
+                .count();
+            assert_eq!(
+                expired_releases,
+                releases.len().saturating_sub(5),
+                "seed {seed}"
+            );
+            for d in &result.decisions {
+                let img = by_digest[d.digest.as_str()];
+                if d.outcome == Outcome::Expire {
+                    let acting = p.rules.iter().find(|r| Some(r.priority) == d.rule).unwrap();
+                    assert!(tags_match(acting, &img.tags), "seed {seed}: {d:?}");
+                    for higher in p.rules.iter().filter(|r| r.priority < acting.priority) {
+                        assert!(
+                            !tags_match(higher, &img.tags),
+                            "seed {seed}: rule {} identified {d:?}",
+                            higher.priority
+                        );
+                    }
+                    if acting.priority == 2 {
+                        assert!(img.tags.is_empty() && age_days(now(), img.pushed_at) > 7);
+                    }
+                    if acting.priority == 4 {
+                        assert!(age_days(now(), img.pushed_at) > 90);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn images_a_manifest_list_references_are_kept() {
+        let mut index = image("index", &["v1.0.0"], 3);
+        index.manifests = vec!["sha256:amd64".into(), "sha256:arm64".into()];
+        let images = vec![
+            index,
+            image("amd64", &[], 30),
+            image("arm64", &[], 30),
+            image("loose", &[], 30),
+        ];
+        let p = policy(&[rule(
+            1,
+            r#"{"tagStatus":"untagged","countType":"sinceImagePushed","countUnit":"days","countNumber":7}"#,
+        )]);
+        let result = evaluate(&p, &images, now());
+        assert_eq!(with(&result, Outcome::Expire), ["loose"]);
+        let child = result
+            .decisions
+            .iter()
+            .find(|d| d.digest == "sha256:amd64")
+            .unwrap();
+        assert!(
+            child.reason.contains("manifest list index references it"),
+            "{}",
+            child.reason
+        );
+    }
+
+    #[test]
+    fn keep_rules_protect_their_tags_and_risky_expiries_are_warned() {
+        let flags = crate::build::Flags {
+            keep: vec!["latest".into()],
+            rules: vec!["any count>1".into()],
+            ..Default::default()
+        };
+        let p = crate::build::build(&flags).unwrap();
+        assert_eq!(p.validate(), Vec::new());
+        let images = vec![
+            image("new", &["dev"], 1),
+            image("mid", &["latest"], 5),
+            image("old", &["v2.0.1"], 9),
+        ];
+        let result = evaluate(&p, &images, now());
+        assert_eq!(with(&result, Outcome::Expire), ["old"]);
+        assert_eq!(with(&result, Outcome::Keep), ["mid", "new"]);
+        assert!(
+            result
+                .warnings
+                .iter()
+                .any(|w| w == "rule 2 would expire old tagged v2.0.1"),
+            "{:?}",
+            result.warnings
+        );
+    }
+
+    #[test]
+    fn archive_rules_move_then_expire() {
+        let mut archived_long = image("arch-old", &["v0.1.0"], 400);
+        archived_long.storage = StorageClass::Archive;
+        archived_long.archived_at = Some(now() - chrono::Duration::days(200));
+        let mut archived_recent = image("arch-new", &["v0.2.0"], 300);
+        archived_recent.storage = StorageClass::Archive;
+        archived_recent.archived_at = Some(now() - chrono::Duration::days(100));
+        let mut pulled = image("pulled", &["v0.3.0"], 200);
+        pulled.last_pulled = Some(now() - chrono::Duration::days(2));
+        let images = vec![
+            archived_long,
+            archived_recent,
+            pulled,
+            image("idle", &["v0.4.0"], 60),
+        ];
+        let p = crate::build::build(&crate::build::Flags {
+            rules: vec![
+                "pattern=v* pulled>30d archive".into(),
+                "any archived>180d".into(),
+            ],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(p.validate(), Vec::new());
+        let result = evaluate(&p, &images, now());
+        assert_eq!(with(&result, Outcome::Archive), ["idle"]);
+        assert_eq!(with(&result, Outcome::Expire), ["arch-old"]);
+        assert_eq!(with(&result, Outcome::Keep), ["arch-new", "pulled"]);
+    }
+
+    #[test]
+    fn rules_that_select_nothing_are_warned() {
+        let p = policy(&[rule(
+            1,
+            r#"{"tagStatus":"tagged","tagPrefixList":["nope"],"countType":"imageCountMoreThan","countNumber":1}"#,
+        )]);
+        let result = evaluate(&p, &doc_repository(), now());
+        assert_eq!(
+            result.warnings,
+            ["rule 1 (tagged prefix [nope], imageCountMoreThan 1, expire) selects no image"]
+        );
+        let shadow = policy(&[
+            rule(
+                1,
+                r#"{"tagStatus":"tagged","tagPrefixList":["prod"],"countType":"imageCountMoreThan","countNumber":5}"#,
+            ),
+            rule(
+                2,
+                r#"{"tagStatus":"tagged","tagPrefixList":["prod-eu"],"countType":"imageCountMoreThan","countNumber":1}"#,
+            ),
+        ]);
+        assert_eq!(static_warnings(&shadow).len(), 1);
+    }
+
+    #[test]
+    fn images_files_in_aws_cli_shapes() {
+        let v2 = r#"{"imageDetails":[{"imageDigest":"sha256:a","imageTags":["x"],"imagePushedAt":"2025-06-01T00:00:00+00:00"},{"imageDigest":"sha256:b","imagePushedAt":1748736000.5,"imageStatus":"ARCHIVED","lastArchivedAt":1748736000}]}"#;
+        let images = parse_images(v2).unwrap();
+        assert_eq!(images.len(), 2);
+        assert_eq!(images[0].tags, ["x"]);
+        assert_eq!(images[1].storage, StorageClass::Archive);
+        assert_eq!(images[0].pushed_at, images[1].pushed_at);
+        let lines = "{\"imageDigest\":\"sha256:a\",\"imagePushedAt\":\"2025-06-01T00:00:00Z\"}\n{\"imageDigest\":\"sha256:b\",\"imagePushedAt\":\"2025-06-01T00:00:00Z\",\"manifests\":[\"sha256:a\"]}\n";
+        assert_eq!(parse_images(lines).unwrap()[1].manifests, ["sha256:a"]);
+        assert!(
+            parse_images(r#"[{"imageDigest":"sha256:a"}]"#)
+                .unwrap_err()
+                .contains("imagePushedAt is required")
+        );
+        assert!(
+            parse_images(r#"[{"imageDigest":"sha256:a","imagePushedAt":"yesterday"}]"#)
+                .unwrap_err()
+                .contains("image 1: imagePushedAt")
+        );
+    }
+
+    #[test]
+    fn images_with_the_same_digest_are_counted_apart() {
+        // The local ECR API server gives every image one digest; each is still its own image.
+        let images: Vec<Image> = ["v1", "v2", "v3"]
+            .iter()
+            .enumerate()
+            .map(|(i, tag)| image("same", &[tag], 3 - i64::try_from(i).unwrap()))
+            .collect();
+        let p = policy(&[rule(
+            1,
+            r#"{"tagStatus":"tagged","tagPrefixList":["v"],"countType":"imageCountMoreThan","countNumber":1}"#,
+        )]);
+        let result = evaluate(&p, &images, now());
+        let outcomes: Vec<(&str, Outcome)> = result
+            .decisions
+            .iter()
+            .map(|d| (d.tags[0].as_str(), d.outcome))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("v3", Outcome::Keep),
+                ("v2", Outcome::Expire),
+                ("v1", Outcome::Expire)
+            ]
+        );
+    }
+
+    #[test]
+    fn release_tags() {
+        for (tag, expected) in [
+            ("latest", true),
+            ("v1.2.3", true),
+            ("1.2", true),
+            ("release-2025", true),
+            ("v1", false),
+            ("pr-12", false),
+            ("sha-1.x", false),
+        ] {
+            assert_eq!(is_protected_tag(tag), expected, "{tag}");
+        }
+    }
+}
