@@ -106,6 +106,7 @@ shell_quote() {
 
 # AWS_DEFAULT_REGION is there for aws-cli v1, which ignores AWS_REGION ("You must specify a
 # region"); the Rust SDK reads AWS_REGION. Both the SDK and aws-cli v1 honour AWS_ENDPOINT_URL_ECR.
+# The same server answers STS (GetCallerIdentity, which ecr-login's credential helper asks).
 print_env() {
   local name value
   while IFS='=' read -r name value; do
@@ -113,6 +114,7 @@ print_env() {
   done <<EOF
 DOCKER_HOST=unix://$DOCKER_SOCK
 AWS_ENDPOINT_URL_ECR=http://$HOST:$ECR_PORT
+AWS_ENDPOINT_URL_STS=http://$HOST:$ECR_PORT
 AWS_ACCESS_KEY_ID=testing
 AWS_SECRET_ACCESS_KEY=testing
 AWS_REGION=us-east-1

@@ -147,6 +147,39 @@ impl Aws {
         aws_sdk_ecr::Client::new(&self.config)
     }
 
+    /// Who the credentials belong to, as STS GetCallerIdentity says, with an assumed role's
+    /// session name dropped (`arn:aws:sts::123456789012:assumed-role/ci/build-1` becomes
+    /// `arn:aws:sts::123456789012:assumed-role/ci`), so every session of a role is one identity.
+    pub async fn caller_identity(&self) -> Result<String> {
+        let output = aws_sdk_sts::Client::new(&self.config)
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|e| {
+                let endpoint = env_nonempty("AWS_ENDPOINT_URL_STS")
+                    .or_else(|| env_nonempty("AWS_ENDPOINT_URL"))
+                    .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", self.region));
+                describe_sdk_error(
+                    "asking STS who the caller is",
+                    "STS",
+                    &endpoint,
+                    &self.region,
+                    &e,
+                )
+            })?;
+        let arn = output.arn().unwrap_or_default();
+        Ok(match arn.split_once(":assumed-role/") {
+            Some((head, role_and_session)) => {
+                let role = role_and_session
+                    .split('/')
+                    .next()
+                    .unwrap_or(role_and_session);
+                format!("{head}:assumed-role/{role}")
+            }
+            None => arn.to_owned(),
+        })
+    }
+
     /// The region in use.
     #[must_use]
     pub fn region(&self) -> &str {
@@ -167,7 +200,7 @@ impl Aws {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        describe_sdk_error(action, &self.endpoint, &self.region, err)
+        describe_sdk_error(action, "the ECR API", &self.endpoint, &self.region, err)
     }
 }
 
@@ -228,6 +261,7 @@ const AUTH_CODES: &[(&str, &str)] = &[
 /// See [`Aws::error`].
 pub fn describe_sdk_error<E, R>(
     action: &str,
+    service: &str,
     endpoint: &str,
     region: &str,
     err: &SdkError<E, R>,
@@ -237,8 +271,8 @@ where
     R: std::fmt::Debug + 'static,
 {
     match err {
-        SdkError::ServiceError(service) => {
-            let e = service.err();
+        SdkError::ServiceError(failure) => {
+            let e = failure.err();
             let code = e.code().unwrap_or("unknown error");
             let message = e.message().unwrap_or("");
             let text = if message.is_empty() {
@@ -253,25 +287,25 @@ where
                 || code == "ServerException"
                 || code.contains("ServiceUnavailable")
             {
-                return Error::unavailable(text).with_hint(
-                    "the ECR API is busy or failing: try again later, or raise AWS_MAX_ATTEMPTS",
-                );
+                return Error::unavailable(text).with_hint(format!(
+                    "{service} is busy or failing: try again later, or raise AWS_MAX_ATTEMPTS"
+                ));
             }
             Error::data(text)
         }
         SdkError::TimeoutError(_) => Error::timeout(format!(
-            "{action}: the ECR API at {endpoint} did not answer in time"
+            "{action}: {service} at {endpoint} did not answer in time"
         ))
         .with_hint("check the network path to the endpoint (VPC endpoints, proxies) and try again"),
         SdkError::DispatchFailure(failure) => {
             let detail = chain(err);
             if failure.is_timeout() {
                 Error::timeout(format!(
-                    "{action}: the ECR API at {endpoint} did not answer in time ({detail})"
+                    "{action}: {service} at {endpoint} did not answer in time ({detail})"
                 ))
             } else if failure.is_io() {
                 Error::unavailable(format!(
-                    "{action}: cannot reach the ECR API at {endpoint} ({detail})"
+                    "{action}: cannot reach {service} at {endpoint} ({detail})"
                 ))
                 .with_hint(format!(
                     "check the region ({region}), AWS_ENDPOINT_URL_ECR and the network"
@@ -283,7 +317,7 @@ where
             }
         }
         SdkError::ResponseError(_) => Error::unavailable(format!(
-            "{action}: the ECR API at {endpoint} sent a response that could not be read ({})",
+            "{action}: {service} at {endpoint} sent a response that could not be read ({})",
             chain(err)
         )),
         _ => Error::internal(format!("{action}: {}", chain(err))),
@@ -347,6 +381,7 @@ mod tests {
         let err = SdkError::service_error(service, raw);
         let error = describe_sdk_error(
             "describing repository app",
+            "the ECR API",
             "https://api.ecr.us-east-1.amazonaws.com",
             "us-east-1",
             &err,

@@ -13,6 +13,7 @@ pub mod ecr;
 pub mod error;
 pub mod exit;
 pub mod files;
+pub mod iam;
 pub mod io;
 pub mod log;
 pub mod names;

@@ -380,9 +380,11 @@ fn as_a_credential_helper_it_answers_docker_itself() {
     )
     .unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let cache = dir.path().join("cache");
     let helper = |action: &str, input: &str| {
         program(&bin.join("docker-credential-ecr-login"))
             .env("PATH", &path)
+            .env("XDG_CACHE_HOME", &cache)
             .args([action])
             .stdin(input)
             .run()
@@ -394,6 +396,32 @@ fn as_a_credential_helper_it_answers_docker_itself() {
     assert_eq!(answer["Secret"], password().as_str());
     assert_eq!(answer["ServerURL"], auth_registry().as_str());
     assert!(!out.stderr.contains(&password()));
+    // The token is cached per caller identity: a second get needs no ECR call.
+    let entries: Vec<_> = std::fs::read_dir(cache.join("imgpipe/ecr-login"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(entries.len(), 1);
+    let mode = std::fs::metadata(&entries[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cached = program(&bin.join("docker-credential-ecr-login"))
+        .env("PATH", &path)
+        .env("XDG_CACHE_HOME", &cache)
+        .env("AWS_ENDPOINT_URL_ECR", format!("http://127.0.0.1:{port}"))
+        .args(["get"])
+        .stdin(auth_registry())
+        .run();
+    cached.success();
+    assert!(
+        cached.stdout.contains(&password()),
+        "served from the cache: {cached:?}"
+    );
     assert_eq!(helper("list", "").stdout.trim(), "{}");
     helper("store", r#"{"ServerURL":"x","Username":"u","Secret":"s"}"#).success();
     helper("erase", "x").success();
@@ -444,4 +472,17 @@ fn faults_never_show_the_password() {
         .env("DOCKER_CONFIG", dir.path())
         .run()
         .fails(65, &["not a registry host name"]);
+}
+
+#[test]
+fn prints_the_iam_policy_a_login_needs() {
+    let out = tool("ecr-login").args(["--print-iam-policy"]).run();
+    let policy: Value = serde_json::from_str(&out.success().stdout).unwrap();
+    let statements = policy["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1, "{policy}");
+    assert_eq!(
+        statements[0]["Action"],
+        json!(["ecr:GetAuthorizationToken"])
+    );
+    assert_eq!(statements[0]["Resource"], "*");
 }

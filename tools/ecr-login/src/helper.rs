@@ -5,6 +5,7 @@
 //! `{"ServerURL", "Username", "Secret"}` from stdout; errors go to stdout too, with exit code 1,
 //! as the protocol wants. `get` asks ECR for a token: for an ECR host in that host's region, for
 //! any other host (a custom domain, a pull-through proxy) in the default region. `store` and
+//! Tokens are cached per caller identity and region (see [`crate::cache`]). `store` and
 //! `erase` succeed without doing anything, so `docker login` and `docker logout` never break
 //! because of the helper; `list` lists nothing, since nothing is stored.
 
@@ -65,7 +66,20 @@ async fn get(server_url: &str) -> Result<String> {
         ..AwsArgs::default()
     })
     .await?;
-    let token = ecr::authorization_token(&aws).await?;
+    let token = match crate::cache::dir() {
+        Some(dir) => {
+            let identity = aws.caller_identity().await?;
+            let now = chrono::Utc::now();
+            if let Some(token) = crate::cache::get(&dir, &identity, aws.region(), now) {
+                token
+            } else {
+                let token = ecr::authorization_token(&aws).await?;
+                crate::cache::put(&dir, &identity, aws.region(), &token, now)?;
+                token
+            }
+        }
+        None => ecr::authorization_token(&aws).await?,
+    };
     Ok(json!({
         "ServerURL": server_url,
         "Username": token.credentials.username,

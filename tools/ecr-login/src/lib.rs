@@ -8,6 +8,7 @@
 //! Run as `docker-credential-ecr-login` (a link to this binary), it is a Docker credential
 //! helper instead: see [`helper`].
 
+mod cache;
 pub mod helper;
 mod state;
 
@@ -48,6 +49,8 @@ CREDENTIAL HELPER:
   protocol (get, list, store, erase): set {\"credHelpers\": {\"<registry>\": \"ecr-login\"}} in
   Docker's config.json and Docker asks it for a fresh token whenever it needs one."
 )]
+// Each bool is a command-line switch of its own; clap needs them as fields.
+#[allow(clippy::struct_excessive_bools)]
 pub struct Cli {
     /// Registry host to store the credentials for (repeatable). Default: the input document's
     /// `registry`, else the registry ECR names in the token (the caller's account and region).
@@ -71,6 +74,10 @@ pub struct Cli {
     /// Remove the credentials ecr-login stored for the registries (others are left alone).
     #[arg(long)]
     pub logout: bool,
+
+    /// Print the IAM policy a login needs (ecr:GetAuthorizationToken) and do nothing else.
+    #[arg(long, conflicts_with_all = ["check", "logout", "password_stdout"])]
+    pub print_iam_policy: bool,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -126,6 +133,16 @@ pub fn main() -> ExitCode {
 
 /// Runs `ecr-login`.
 pub fn run(cli: &Cli) -> Result<Code> {
+    if cli.print_iam_policy {
+        let policy = shared::iam::policy(&[shared::iam::Step::Login], &[]);
+        let text =
+            serde_json::to_string_pretty(&policy).map_err(|e| Error::internal(e.to_string()))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{text}")
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("writing to standard output", &e))?;
+        return Ok(exit::SUCCESS);
+    }
     shared::cli::runtime()?.block_on(async {
         if cli.check || cli.logout {
             // Neither needs AWS: they look at what is stored.

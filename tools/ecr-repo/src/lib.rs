@@ -22,7 +22,7 @@ use shared::exit::Code;
 use shared::io::{Input, stdin_input};
 use shared::{Document, Error, Result, info};
 
-pub mod iam;
+use shared::iam;
 
 /// Make sure an ECR repository exists, with the settings given.
 #[derive(Parser, Debug)]

@@ -1,4 +1,5 @@
-//! The least-privilege IAM policy for the steps of a build (`ecr-repo --print-iam-policy`).
+//! The least-privilege IAM policy for the steps of a build (`ecr-repo --print-iam-policy`,
+//! `ecr-login --print-iam-policy`).
 //!
 //! Each step needs the ECR actions AWS lists for it (the user guide's "Amazon ECR identity-based
 //! policy examples" and the managed policies' action lists), scoped to the repositories' ARNs.
