@@ -747,3 +747,90 @@ fn bad_input_is_refused_before_any_wait() {
         .run()
         .fails(65, &["is not in ECR", "push it first"]);
 }
+
+#[test]
+fn an_image_index_is_gated_platform_by_platform() {
+    let repository = unique("gate-index");
+    create_repository(&repository);
+    let amd64 = put_image(&repository, "amd64");
+    let arm64 = put_image(&repository, "arm64");
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": 1, "digest": amd64,
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": 1, "digest": arm64,
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        ]
+    });
+    let (ok, text) = aws_cli(&[
+        "ecr",
+        "put-image",
+        "--repository-name",
+        &repository,
+        "--image-tag",
+        "multi",
+        "--image-manifest",
+        &index.to_string(),
+    ]);
+    assert!(ok, "put-image of the index: {text}");
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let index_digest = value["image"]["imageId"]["imageDigest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Each platform image gets its own result, addressed by its digest.
+    for (digest, description, finding) in [
+        (&amd64, "clean", basic("CVE-2024-0100", "LOW", "tar")),
+        (
+            &arm64,
+            "one critical",
+            basic("CVE-2024-0101", "CRITICAL", "openssl"),
+        ),
+    ] {
+        post_result(&json!({
+            "registryId": "123456789012",
+            "repositoryName": repository,
+            "imageId": {"imageDigest": digest},
+            "imageScanStatus": {"status": "COMPLETE", "description": description},
+            "imageScanFindings": {"findings": [finding]},
+        }));
+    }
+    start_scan(&repository, &amd64);
+    start_scan(&repository, &arm64);
+
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("scan.xml");
+    let out = tool("scan-gate")
+        .args(["--fail-on", "critical", "--junit"])
+        .args([&junit])
+        .args(FAST)
+        .stdin(document(&repository, &index_digest))
+        .run();
+    let doc = out.code(1).document();
+    let scan = &doc["scan"];
+    assert_eq!(scan["multi_platform"], true);
+    assert_eq!(scan["verdict"], "fail");
+    let platforms = scan["platforms"].as_array().unwrap();
+    assert_eq!(platforms.len(), 2);
+    assert_eq!(platforms[0]["platform"], "linux/amd64");
+    assert_eq!(platforms[0]["digest"], amd64.as_str());
+    assert_eq!(platforms[0]["verdict"], "pass");
+    assert_eq!(platforms[1]["platform"], "linux/arm64/v8");
+    assert_eq!(platforms[1]["verdict"], "fail");
+    assert_eq!(platforms[1]["failing"][0]["id"], "CVE-2024-0101");
+    assert!(
+        out.stderr
+            .contains("multi-platform image: gating 2 platform images"),
+        "{out:?}"
+    );
+    let suites: Vec<String> = junit_cases(&junit)
+        .into_iter()
+        .map(|(class, _, _)| class)
+        .collect();
+    assert!(
+        suites.iter().any(|c| c.contains(&amd64)) && suites.iter().any(|c| c.contains(&arm64)),
+        "{suites:?}"
+    );
+}

@@ -107,6 +107,100 @@ enum Read {
     Report(Report),
 }
 
+/// The manifest media types of a multi-platform image: a Docker manifest list, an OCI index.
+const INDEX_TYPES: &[&str] = &[
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+];
+
+/// Every media type asked for when reading a manifest.
+const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+];
+
+/// One platform image of a multi-platform image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlatformImage {
+    /// Its manifest digest.
+    pub digest: String,
+    /// `os/architecture[/variant]`.
+    pub platform: String,
+}
+
+/// The platform images a manifest list or image index references, from its manifest JSON;
+/// `None` when the manifest is a single image. Attestation manifests (`unknown/unknown`) are
+/// left out: they hold no filesystem to scan.
+#[must_use]
+pub fn index_children(manifest: &str) -> Option<Vec<PlatformImage>> {
+    let value: serde_json::Value = serde_json::from_str(manifest).ok()?;
+    let media_type = value.get("mediaType").and_then(serde_json::Value::as_str);
+    let manifests = value.get("manifests")?.as_array()?;
+    if media_type.is_some_and(|t| !INDEX_TYPES.contains(&t)) {
+        return None;
+    }
+    Some(
+        manifests
+            .iter()
+            .filter_map(|m| {
+                let digest = m.get("digest")?.as_str()?.to_owned();
+                let platform = m.get("platform");
+                let part = |name: &str| {
+                    platform
+                        .and_then(|p| p.get(name))
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or("unknown")
+                        .to_owned()
+                };
+                let mut name = format!("{}/{}", part("os"), part("architecture"));
+                if let Some(variant) = platform
+                    .and_then(|p| p.get("variant"))
+                    .and_then(serde_json::Value::as_str)
+                {
+                    name = format!("{name}/{variant}");
+                }
+                (name != "unknown/unknown").then_some(PlatformImage {
+                    digest,
+                    platform: name,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Reads the image's manifest and, when it is a manifest list or image index (which ECR cannot
+/// scan), returns the platform images to gate instead. `None` for a single image, or an image
+/// not found yet (waiting for its scan then says what is missing).
+pub async fn platform_images(
+    aws: &Aws,
+    ecr: &Client,
+    target: &Target,
+) -> Result<Option<Vec<PlatformImage>>> {
+    let output = ecr
+        .batch_get_image()
+        .repository_name(&target.repository)
+        .set_registry_id(target.registry_id.clone())
+        .image_ids(target.image_id())
+        .set_accepted_media_types(Some(
+            MANIFEST_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+        ))
+        .send()
+        .await
+        .map_err(|e| aws.error(&format!("reading the manifest of {}", target.display()), &e))?;
+    let Some(manifest) = output.images().first().and_then(|i| i.image_manifest()) else {
+        return Ok(None);
+    };
+    match index_children(manifest) {
+        Some(children) if children.is_empty() => Err(Error::data(format!(
+            "{} is an image index with no platform images to scan",
+            target.display()
+        ))),
+        other => Ok(other),
+    }
+}
+
 /// Waits for the scan of `target` and returns its complete findings.
 pub async fn wait(aws: &Aws, ecr: &Client, target: &Target, how: Waiting) -> Result<Report> {
     let deadline = Instant::now() + how.timeout;
@@ -405,5 +499,34 @@ async fn start(aws: &Aws, ecr: &Client, target: &Target) -> Result<Option<String
             }
             Err(aws.error(&format!("starting a scan of {shown}"), &err))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_children_are_its_platform_images() {
+        let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:aa","size":1,"platform":{"os":"linux","architecture":"amd64"}},
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:bb","size":1,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
+            {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:cc","size":1,"platform":{"os":"unknown","architecture":"unknown"}}]}"#;
+        let children = index_children(index).unwrap();
+        assert_eq!(
+            children,
+            [
+                PlatformImage {
+                    digest: "sha256:aa".into(),
+                    platform: "linux/amd64".into()
+                },
+                PlatformImage {
+                    digest: "sha256:bb".into(),
+                    platform: "linux/arm64/v8".into()
+                },
+            ]
+        );
+        let single = r#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","layers":[]}"#;
+        assert_eq!(index_children(single), None);
     }
 }

@@ -386,43 +386,106 @@ fn target(cli: &Cli, doc: &Document) -> Result<Target> {
 
 async fn gate(ctx: &Context<'_>, mut doc: Document) -> Result<Document> {
     let cli = ctx.cli;
-    let (report, name, repository, source) = match (&ctx.offline, &ctx.aws) {
+    let scan = match (&ctx.offline, &ctx.aws) {
         (Some(report), _) => {
             let repository = cli
                 .repository
                 .clone()
                 .or_else(|| doc.str("repository").map(ToOwned::to_owned));
             let name = repository.clone().unwrap_or_else(|| "image".into());
-            (report.clone(), name, repository, "file")
+            judge(ctx, report, name, repository.as_deref(), "file")?.0
         }
         (None, Some((aws, ecr))) => {
             let target = target(cli, &doc)?;
-            let name = target.display();
-            let how = Waiting {
-                timeout: cli.timeout,
-                poll: cli.poll_interval,
-                settle: cli.settle,
-                start_scan: cli.start_scan,
-            };
-            let report = match ecr::wait(aws, ecr, &target, how).await {
-                Ok(report) => report,
-                Err(err) => {
-                    record(
-                        ctx,
-                        Gated {
-                            name,
-                            evaluation: empty(ctx),
-                            error: Some(err.to_string()),
-                        },
-                        false,
-                    )?;
-                    return Err(err);
+            // ECR cannot scan a manifest list or image index: gate each platform image.
+            if let Some(children) = ecr::platform_images(aws, ecr, &target).await? {
+                info!(
+                    "{} is a multi-platform image: gating {} platform images",
+                    target.display(),
+                    children.len()
+                );
+                let mut images = Vec::new();
+                let mut passed = true;
+                for child in children {
+                    let one = ecr::Target {
+                        digest: Some(child.digest.clone()),
+                        tag: None,
+                        ..target.clone()
+                    };
+                    let report = wait(ctx, aws, ecr, &one).await?;
+                    let (mut scan, ok) =
+                        judge(ctx, &report, one.display(), Some(&one.repository), "ecr")?;
+                    scan["platform"] = json!(child.platform);
+                    scan["digest"] = json!(child.digest);
+                    passed &= ok;
+                    images.push(scan);
                 }
-            };
-            (report, name, Some(target.repository), "ecr")
+                json!({
+                    "image": target.display(),
+                    "multi_platform": true,
+                    "passed": passed,
+                    "verdict": if passed { "pass" } else { "fail" },
+                    "platforms": images,
+                })
+            } else {
+                let report = wait(ctx, aws, ecr, &target).await?;
+                judge(
+                    ctx,
+                    &report,
+                    target.display(),
+                    Some(&target.repository),
+                    "ecr",
+                )?
+                .0
+            }
         }
         (None, None) => return Err(Error::internal("no findings source")),
     };
+    doc.set("scan", scan);
+    Ok(doc)
+}
+
+/// Waits for the scan of one image; a failure is recorded in the report before it is returned.
+async fn wait(
+    ctx: &Context<'_>,
+    aws: &Aws,
+    ecr: &aws_sdk_ecr::Client,
+    target: &ecr::Target,
+) -> Result<Report> {
+    let cli = ctx.cli;
+    let how = Waiting {
+        timeout: cli.timeout,
+        poll: cli.poll_interval,
+        settle: cli.settle,
+        start_scan: cli.start_scan,
+    };
+    match ecr::wait(aws, ecr, target, how).await {
+        Ok(report) => Ok(report),
+        Err(err) => {
+            record(
+                ctx,
+                Gated {
+                    name: target.display(),
+                    evaluation: empty(ctx),
+                    error: Some(err.to_string()),
+                },
+                false,
+            )?;
+            Err(err)
+        }
+    }
+}
+
+/// Judges one image's findings: fails closed on a scan without a verdict, else evaluates the
+/// policy, prints the summary, records the outcome, and returns the `scan` object and whether
+/// the image passed.
+fn judge(
+    ctx: &Context<'_>,
+    report: &Report,
+    name: String,
+    repository: Option<&str>,
+    source: &str,
+) -> Result<(Value, bool)> {
     if let Some(status) = report.status.as_deref()
         && !matches!(status, "COMPLETE" | "ACTIVE")
     {
@@ -447,11 +510,11 @@ async fn gate(ctx: &Context<'_>, mut doc: Document) -> Result<Document> {
         &ctx.policy,
         &report.findings,
         &ctx.allowlist,
-        repository.as_deref(),
+        repository,
         ctx.today,
     );
-    summarize(ctx, &name, &report, &evaluation);
-    doc.set("scan", scan_json(ctx, &report, &evaluation, &name, source));
+    summarize(ctx, &name, report, &evaluation);
+    let scan = scan_json(ctx, report, &evaluation, &name, source);
     let passed = evaluation.passed;
     record(
         ctx,
@@ -462,7 +525,7 @@ async fn gate(ctx: &Context<'_>, mut doc: Document) -> Result<Document> {
         },
         !passed,
     )?;
-    Ok(doc)
+    Ok((scan, passed))
 }
 
 fn empty(ctx: &Context<'_>) -> Evaluation {
