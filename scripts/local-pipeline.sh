@@ -1,39 +1,91 @@
 #!/usr/bin/env bash
-# The main job on the local default: installs what it needs, starts the local services
-# (Docker Engine, registries, ECR API server), builds the tools in release mode, and runs the
-# pipeline on the sample application against those services, printing each step's result.
+# The main job: build, tag and ship the sample application (examples/sample-app) through the
+# whole imgpipe pipeline, printing each step's result and a summary.
 #
-# Usage: scripts/local-pipeline.sh
+# Usage: scripts/local-pipeline.sh          on the local default (installs what it needs and
+#                                           starts a Docker Engine, registries and the ECR API
+#                                           server on loopback: scripts/services.sh)
+#        scripts/local-pipeline.sh --aws    against real AWS: needs only credentials and a region
+#                                           in the environment (and a Docker Engine, DOCKER_HOST)
+#
 # Running it again is safe: every step is idempotent.
 #
-# The pipeline grows with the tools; today it runs the steps whose tools exist.
+# Locally, the ECR API server stands in for ECR's control plane and the htpasswd registry for its
+# data plane (the server's registry host names are not reachable here), so the pipeline logs in
+# to, and pushes to, that registry with the token the ECR API server hands out.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-say() { echo "==> $*" >&2; }
+target=local
+case "${1:-}" in
+  --aws) target=aws ;;
+  "") ;;
+  *) echo "usage: scripts/local-pipeline.sh [--aws]" >&2; exit 2 ;;
+esac
 
-say "starting the local services"
-eval "$(scripts/services.sh up)"
-
-say "building the tools (release)"
-cargo build --release --workspace --bins --locked
-export PATH="$root/target/release:$PATH"
+say() { printf '\n==> %s\n' "$*" >&2; }
 
 repository="${IMGPIPE_SAMPLE_REPOSITORY:-imgpipe-sample}"
+app="examples/sample-app"
 
-say "ecr-repo: ensure repository $repository exists (scan on push, AES256)"
-doc=$(ecr-repo --repository "$repository" --scan-on-push --tag project=imgpipe-sample)
-echo "$doc"
+if [ "$target" = local ]; then
+  say "starting the local services (scripts/services.sh up)"
+  eval "$(scripts/services.sh up)"
+  # A Docker config of the pipeline's own: the local run never touches ~/.docker.
+  export DOCKER_CONFIG="$IMGPIPE_STATE_DIR/pipeline-docker-config"
+  registry_flag=(--registry "$IMGPIPE_AUTH_REGISTRY")
+else
+  registry_flag=()
+fi
+
+say "building the tools (cargo build --release)"
+cargo build --release --workspace --bins --locked
+export PATH="${CARGO_TARGET_DIR:-$root/target}/release:$PATH"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# Runs one pipeline step: reads the previous step's document, shows and keeps its own.
+step() {
+  local name=$1 input=$2 output=$3
+  shift 3
+  say "$name"
+  echo "    \$ $*" >&2
+  "$@" <"$input" >"$output"
+  cat "$output"
+}
+
+: >"$work/00.json"
+step "ecr-repo: the repository exists, scanning on push" "$work/00.json" "$work/01.json" \
+  ecr-repo --repository "$repository" --tag project=imgpipe-sample
+step "ecr-login: Docker is logged in" "$work/01.json" "$work/02.json" \
+  ecr-login "${registry_flag[@]}"
+step "img-tag: tags and labels from git and the environment" "$work/02.json" "$work/03.json" \
+  img-tag "${registry_flag[@]}" --context "$app" --tag sha --tag content --tag semver --tag latest
+step "img-build: the image is built with every tag" "$work/03.json" "$work/04.json" \
+  img-build "$app"
+step "lifecycle-set: keep the last 20 release images, expire untagged after 7 days" "$work/04.json" "$work/05.json" \
+  lifecycle-set --keep latest --keep-last 20 --tag-prefix v --expire-untagged-after 7
 
 say "summary"
-python3 - "$doc" >&2 <<'PY'
+python3 - "$work/05.json" >&2 <<'PY'
 import json, sys
-doc = json.loads(sys.argv[1])
-settings = doc.get("repository_settings", {})
-print(f"  repository      {doc['repository']}")
-print(f"  repository uri  {doc['repository_uri']}")
-print(f"  scan on push    {settings.get('scan_on_push')}")
-print(f"  created now     {settings.get('created')}")
+doc = json.load(open(sys.argv[1]))
+build = doc.get("build", {})
+lifecycle = doc.get("lifecycle", {})
+rows = [
+    ("repository", doc.get("repository_uri") or doc.get("repository")),
+    ("logged in to", ", ".join(doc.get("login", {}).get("registries", []))),
+    ("image", (doc.get("references") or ["?"])[0]),
+    ("tags", ", ".join(doc.get("tags", []))),
+    ("image id", doc.get("image_id")),
+    ("build", f"{build.get('steps', '?')} steps, {build.get('cached_steps', 0)} cached, "
+              f"{build.get('duration_seconds', '?')} s"),
+    ("lifecycle policy", "written" if lifecycle.get("written") else "unchanged"),
+]
+width = max(len(k) for k, _ in rows)
+for key, value in rows:
+    print(f"  {key:<{width}}  {value}")
 PY

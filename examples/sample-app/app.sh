@@ -1,0 +1,3 @@
+#!/bin/sh
+# The sample application: says what it is.
+echo "imgpipe sample app @VERSION@"
