@@ -10,6 +10,7 @@ use std::time::Duration;
 use bollard::Docker;
 
 use crate::error::{Error, Result, chain};
+use crate::registry::Credentials;
 
 /// The daemon address used when `DOCKER_HOST` is unset.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -96,5 +97,84 @@ impl Engine {
             version.version.unwrap_or_default(),
             self.client.client_version().to_string(),
         ))
+    }
+}
+
+/// The `X-Registry-Auth` header value for `credentials` at registry `server`: the JSON of Docker's
+/// AuthConfig in base64url with padding (RFC 4648 section 5), which is what the daemon decodes.
+/// An empty config (`{}`) when there are no credentials.
+///
+/// bollard 0.21 encodes this header with the standard alphabet (`+`, `/`); the daemon then fails
+/// to decode it and silently pushes without credentials whenever the encoding holds one of
+/// those characters, as ECR tokens routinely do. [`Engine::with_registry_auth`] sends this value
+/// instead.
+#[must_use]
+pub fn registry_auth_header(credentials: Option<&Credentials>, server: &str) -> String {
+    use base64::Engine as _;
+    let json = match credentials {
+        Some(c) => serde_json::json!({
+            "username": c.username,
+            "password": c.password.expose(),
+            "serveraddress": server,
+        }),
+        None => serde_json::json!({}),
+    };
+    base64::engine::general_purpose::URL_SAFE.encode(json.to_string())
+}
+
+impl Engine {
+    /// A client for the same daemon that sends `header` (see [`registry_auth_header`]) as the
+    /// `X-Registry-Auth` header of every request that carries one (push, pull), in place of the
+    /// value bollard computes.
+    #[must_use]
+    pub fn with_registry_auth(&self, header: &str) -> Docker {
+        let mut value = reqwest::header::HeaderValue::from_str(header)
+            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("e30="));
+        value.set_sensitive(true);
+        self.client
+            .clone()
+            .with_request_modifier(move |mut request| {
+                if request.headers().contains_key("x-registry-auth") {
+                    request
+                        .headers_mut()
+                        .insert("x-registry-auth", value.clone());
+                }
+                request
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::secret::Secret;
+
+    #[test]
+    fn registry_auth_is_base64url_with_padding() {
+        // "???" and "~~~" give '/' and '+' in standard base64 at any alignment.
+        let credentials = Credentials {
+            username: "special".into(),
+            password: Secret::new("Sp3cial-???~~~"),
+        };
+        let header = registry_auth_header(Some(&credentials), "127.0.0.1:5001");
+        assert!(!header.contains('+') && !header.contains('/'), "{header}");
+        let standard = base64::engine::general_purpose::STANDARD.encode(
+            base64::engine::general_purpose::URL_SAFE
+                .decode(&header)
+                .unwrap(),
+        );
+        assert!(standard.contains('+') || standard.contains('/'));
+        let decoded: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE
+                .decode(&header)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(decoded["username"], "special");
+        assert_eq!(decoded["password"], "Sp3cial-???~~~");
+        assert_eq!(decoded["serveraddress"], "127.0.0.1:5001");
+        assert_eq!(registry_auth_header(None, "x"), "e30=");
     }
 }

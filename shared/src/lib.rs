@@ -6,9 +6,11 @@
 pub mod aws;
 pub mod cli;
 pub mod context;
+pub mod credentials;
 pub mod docker;
 pub mod dockerconfig;
 pub mod document;
+pub mod duration;
 pub mod ecr;
 pub mod error;
 pub mod exit;

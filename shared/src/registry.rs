@@ -4,14 +4,23 @@
 //! as the Docker Engine does; every other registry over HTTPS. Authentication follows the
 //! registry's challenge: Basic with the stored username and password, or a Bearer token fetched
 //! from the realm it names with those credentials.
+//!
+//! Manifests are read by tag or digest with every manifest type accepted (Docker schema 2 and
+//! its list, OCI manifest and index); a manifest's digest is the registry's
+//! `Docker-Content-Digest` header, else the sha256 of the bytes served. Transient faults
+//! (connection refused or reset, EOF, timeouts, 5xx, 429) are retried with exponential backoff
+//! and jitter, within a bounded number of attempts and an optional deadline ([`Retry`]); denials
+//! (401, 403) fail at once.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LINK, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
 
 use crate::error::{Error, Result, chain};
+use crate::exit;
 use crate::secret::Secret;
 
 /// A username and password for a registry.
@@ -46,8 +55,11 @@ pub struct Registry {
     base: String,
     http: reqwest::Client,
     credentials: Option<Credentials>,
-    /// The Authorization header that worked last, reused until the registry refuses it.
-    authorization: Mutex<Option<HeaderValue>>,
+    /// The Authorization header that worked last for each token scope, reused until the
+    /// registry refuses it.
+    authorization: Mutex<HashMap<String, HeaderValue>>,
+    /// How transient faults are retried.
+    retry: Retry,
 }
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -120,9 +132,162 @@ impl Challenge {
     }
 }
 
+/// The manifest media types a client accepts, as the docker CLI sends them: Docker v2 schema 2,
+/// the Docker manifest list, and the OCI image manifest and index.
+pub const MANIFEST_TYPES: &[&str] = &[
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+];
+
+/// A manifest as the registry serves it.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    /// Its digest (`sha256:...`): the `Docker-Content-Digest` header, else the body's sha256.
+    pub digest: String,
+    /// Its media type (the `Content-Type` header, else the body's `mediaType`).
+    pub media_type: String,
+    /// The bytes, exactly as served (the digest covers these).
+    pub body: Vec<u8>,
+}
+
+impl Manifest {
+    /// The digest of the image configuration of a single-platform manifest (the local image id
+    /// of the image it describes); `None` for a manifest list or index.
+    #[must_use]
+    pub fn config_digest(&self) -> Option<String> {
+        let value: serde_json::Value = serde_json::from_slice(&self.body).ok()?;
+        value
+            .get("config")?
+            .get("digest")?
+            .as_str()
+            .map(str::to_owned)
+    }
+}
+
+/// `sha256:<hex>` of `bytes`.
+#[must_use]
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", crate::hex(&sha2::Sha256::digest(bytes)))
+}
+
+/// How often and how long a request (or a push) is tried again after a transient fault:
+/// exponential backoff with jitter, a bounded number of attempts and an optional deadline.
+#[derive(Clone, Debug)]
+pub struct Retry {
+    /// Attempts in all, the first included (at least 1).
+    pub attempts: u32,
+    /// The delay before the second attempt; each later delay doubles, up to `max_delay`.
+    pub base: Duration,
+    /// The longest delay between two attempts.
+    pub max_delay: Duration,
+    /// No attempt starts after this instant.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            base: Duration::from_millis(250),
+            max_delay: Duration::from_secs(8),
+            deadline: None,
+        }
+    }
+}
+
+/// Whether an error is a transient fault worth another attempt: a service that did not answer,
+/// answered 5xx or 429, dropped the connection, or was too slow. Denials are not.
+#[must_use]
+pub fn is_transient(err: &Error) -> bool {
+    err.code() == exit::UNAVAILABLE || err.code() == exit::TIMEOUT
+}
+
+impl Retry {
+    /// The delay before attempt `attempt + 1` (`attempt` counts from 1): `base * 2^(attempt-1)`,
+    /// capped at `max_delay`, then scaled by a jitter in [0.5, 1.0] taken from `jitter`.
+    #[must_use]
+    pub fn delay(&self, attempt: u32, jitter: u64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(20);
+        let full = self
+            .base
+            .saturating_mul(1u32 << exponent)
+            .min(self.max_delay);
+        // jitter / u64::MAX in [0, 1], halved and shifted to [0.5, 1.0].
+        #[allow(clippy::cast_precision_loss)]
+        let fraction = 0.5 + (jitter as f64 / u64::MAX as f64) / 2.0;
+        full.mul_f64(fraction)
+    }
+
+    /// Runs `step` (given the attempt number, from 1) until it succeeds, fails for good, runs out
+    /// of attempts or would start past the deadline. Each retry is announced on stderr with
+    /// `what`. The final error says how many attempts were made.
+    pub async fn run<T, F, Fut>(&self, what: &str, mut step: F) -> Result<T>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let attempts = self.attempts.max(1);
+        let mut attempt = 1;
+        loop {
+            let err = match step(attempt).await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            if !is_transient(&err) {
+                return Err(err);
+            }
+            let delay = self.delay(attempt, jitter());
+            let past_deadline = self
+                .deadline
+                .is_some_and(|deadline| Instant::now() + delay >= deadline);
+            if attempt >= attempts || past_deadline {
+                if attempt == 1 {
+                    return Err(err);
+                }
+                let why = if past_deadline {
+                    "the deadline came"
+                } else {
+                    "no attempts left"
+                };
+                let mut last = Error::new(
+                    err.code(),
+                    format!(
+                        "{what} failed after {attempt} attempts ({why}): {}",
+                        err.message()
+                    ),
+                );
+                if let Some(hint) = err.hint() {
+                    last = last.with_hint(hint);
+                }
+                return Err(last);
+            }
+            crate::warn!(
+                "{what}: {}; retrying in {:.1} s (attempt {} of {attempts})",
+                crate::cli::one_line(err.message()),
+                delay.as_secs_f64(),
+                attempt + 1
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// A random number for jitter, from the standard library's per-process random hash keys.
+fn jitter() -> u64 {
+    use std::hash::BuildHasher as _;
+    std::collections::hash_map::RandomState::new().hash_one(Instant::now())
+}
+
+/// A request body: its content type and bytes.
+type Body<'a> = Option<(&'a str, &'a [u8])>;
+
 impl Registry {
     /// A client for the registry at `host` (`123456789012.dkr.ecr.us-east-1.amazonaws.com`,
-    /// `127.0.0.1:5000`).
+    /// `127.0.0.1:5000`), retrying transient faults as [`Retry::default`] says.
     pub fn new(host: &str, credentials: Option<Credentials>) -> Result<Self> {
         let scheme = if is_loopback(host) { "http" } else { "https" };
         let http = reqwest::Client::builder()
@@ -136,8 +301,16 @@ impl Registry {
             base: format!("{scheme}://{host}"),
             http,
             credentials,
-            authorization: Mutex::new(None),
+            authorization: Mutex::new(HashMap::new()),
+            retry: Retry::default(),
         })
+    }
+
+    /// Uses `retry` for every request.
+    #[must_use]
+    pub fn with_retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// The registry's host.
@@ -146,22 +319,273 @@ impl Registry {
         &self.host
     }
 
+    /// Whether credentials were given.
+    #[must_use]
+    pub fn has_credentials(&self) -> bool {
+        self.credentials.is_some()
+    }
+
     /// Checks that the registry answers and accepts the credentials (`GET /v2/`).
     pub async fn ping(&self) -> Result<()> {
-        let response = self.get("/v2/", "").await?;
+        let response = self
+            .request(
+                Method::GET,
+                "/v2/",
+                "",
+                None,
+                None,
+                "checking the registry API",
+            )
+            .await?;
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(self.status_error("checking the registry API", response.status()))
+            Err(self
+                .status_error("checking the registry API", response)
+                .await)
         }
     }
 
-    /// Sends a GET for `path`, answering an authentication challenge once. `scope` is the token
-    /// scope to ask for (`repository:my-app:pull`), empty for none.
-    async fn get(&self, path: &str, scope: &str) -> Result<reqwest::Response> {
+    /// The digest a tag or digest points at (`HEAD /v2/<repo>/manifests/<reference>`), or `None`
+    /// when the registry has no such manifest. Falls back to a GET when the registry sends no
+    /// `Docker-Content-Digest` header.
+    pub async fn manifest_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<String>> {
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let action = format!("looking up {repository}:{reference}");
+        let response = self
+            .request(
+                Method::HEAD,
+                &path,
+                &pull_scope(repository),
+                Some(&MANIFEST_TYPES.join(", ")),
+                None,
+                &action,
+            )
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => match content_digest(&response) {
+                Some(digest) => Ok(Some(digest)),
+                None => Ok(self
+                    .manifest(repository, reference)
+                    .await?
+                    .map(|m| m.digest)),
+            },
+            _ => Err(self.status_error(&action, response).await),
+        }
+    }
+
+    /// The manifest a tag or digest points at (`GET`, accepting every manifest type in
+    /// [`MANIFEST_TYPES`]), or `None` when there is none.
+    pub async fn manifest(&self, repository: &str, reference: &str) -> Result<Option<Manifest>> {
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let action = format!("reading the manifest of {repository}:{reference}");
+        let response = self
+            .request(
+                Method::GET,
+                &path,
+                &pull_scope(repository),
+                Some(&MANIFEST_TYPES.join(", ")),
+                None,
+                &action,
+            )
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => {
+                let header_digest = content_digest(&response);
+                let header_type = response
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.transport_error(&e))?
+                    .to_vec();
+                let media_type = header_type
+                    .filter(|t| !t.is_empty() && t != "application/json")
+                    .or_else(|| {
+                        serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()?
+                            .get("mediaType")?
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_default();
+                let digest = header_digest.unwrap_or_else(|| sha256_digest(&body));
+                Ok(Some(Manifest {
+                    digest,
+                    media_type,
+                    body,
+                }))
+            }
+            _ => Err(self.status_error(&action, response).await),
+        }
+    }
+
+    /// The repository's tags (`GET /v2/<repo>/tags/list`, following `Link` pages), or `None`
+    /// when the registry does not know the repository.
+    pub async fn tags(&self, repository: &str) -> Result<Option<Vec<String>>> {
+        let action = format!("listing the tags of {repository}");
+        let mut path = format!("/v2/{repository}/tags/list?n=1000");
+        let mut tags = Vec::new();
+        loop {
+            let response = self
+                .request(
+                    Method::GET,
+                    &path,
+                    &pull_scope(repository),
+                    None,
+                    None,
+                    &action,
+                )
+                .await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !response.status().is_success() {
+                return Err(self.status_error(&action, response).await);
+            }
+            let next = response
+                .headers()
+                .get(LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+            let body: serde_json::Value = response.json().await.map_err(|e| {
+                Error::unavailable(format!(
+                    "registry {}: {action}: the answer could not be read: {}",
+                    self.host,
+                    chain(&e)
+                ))
+            })?;
+            if let Some(items) = body.get("tags").and_then(serde_json::Value::as_array) {
+                tags.extend(items.iter().filter_map(|t| t.as_str().map(str::to_owned)));
+            }
+            match next {
+                Some(link) => path = link,
+                None => return Ok(Some(tags)),
+            }
+        }
+    }
+
+    /// Whether the repository holds the blob (`HEAD /v2/<repo>/blobs/<digest>`).
+    pub async fn blob_exists(&self, repository: &str, digest: &str) -> Result<bool> {
+        let action = format!("looking up blob {digest} in {repository}");
+        let response = self
+            .request(
+                Method::HEAD,
+                &format!("/v2/{repository}/blobs/{digest}"),
+                &pull_scope(repository),
+                None,
+                None,
+                &action,
+            )
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(false),
+            status if status.is_success() => Ok(true),
+            _ => Err(self.status_error(&action, response).await),
+        }
+    }
+
+    /// Stores a manifest under a tag or its digest (`PUT /v2/<repo>/manifests/<reference>`) and
+    /// returns its digest as the registry reports it (else the body's sha256).
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> Result<String> {
+        let action = format!("storing the manifest of {repository}:{reference}");
+        let response = self
+            .request(
+                Method::PUT,
+                &format!("/v2/{repository}/manifests/{reference}"),
+                &format!("repository:{repository}:pull,push"),
+                None,
+                Some((media_type, body)),
+                &action,
+            )
+            .await?;
+        if response.status().is_success() {
+            Ok(content_digest(&response).unwrap_or_else(|| sha256_digest(body)))
+        } else {
+            Err(self.status_error(&action, response).await)
+        }
+    }
+
+    /// Checks that the credentials may push to `repository`: for a token registry, a token
+    /// with the push scope; then a read of the repository's tags. Returns whether the
+    /// repository exists (a plain registry creates it on the first push).
+    pub async fn check_push_access(&self, repository: &str) -> Result<bool> {
+        let action = format!("checking access to {repository}");
+        let response = self
+            .request(
+                Method::GET,
+                "/v2/",
+                &format!("repository:{repository}:pull,push"),
+                None,
+                None,
+                &action,
+            )
+            .await?;
+        if !response.status().is_success() {
+            return Err(self.status_error(&action, response).await);
+        }
+        Ok(self.tags(repository).await?.is_some())
+    }
+
+    /// Sends one request, retrying transient faults as the [`Retry`] says. Answers other than
+    /// 401, 403, 408, 429 and 5xx are returned for the caller to judge.
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        scope: &str,
+        accept: Option<&str>,
+        body: Body<'_>,
+        action: &str,
+    ) -> Result<reqwest::Response> {
+        let what = format!("registry {}: {action}", self.host);
+        self.retry
+            .run(&what, |_| async {
+                let response = self
+                    .attempt(method.clone(), path, scope, accept, body)
+                    .await?;
+                let status = response.status();
+                if status == StatusCode::FORBIDDEN
+                    || status == StatusCode::REQUEST_TIMEOUT
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                    || status.is_server_error()
+                {
+                    return Err(self.status_error(action, response).await);
+                }
+                Ok(response)
+            })
+            .await
+    }
+
+    /// One request, answering an authentication challenge once.
+    async fn attempt(
+        &self,
+        method: Method,
+        path: &str,
+        scope: &str,
+        accept: Option<&str>,
+        body: Body<'_>,
+    ) -> Result<reqwest::Response> {
         let url = format!("{}{path}", self.base);
-        let cached = self.lock_authorization().clone();
-        let response = self.send(&url, cached.as_ref()).await?;
+        let cached = self.lock_authorization().get(scope).cloned();
+        let response = self
+            .send(method.clone(), &url, cached.as_ref(), accept, body)
+            .await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -184,19 +608,18 @@ impl Registry {
             }
             _ => basic(credentials)?,
         };
-        let response = self.send(&url, Some(&authorization)).await?;
+        let response = self
+            .send(method, &url, Some(&authorization), accept, body)
+            .await?;
         if response.status() == StatusCode::UNAUTHORIZED {
-            return Err(Error::no_perm(format!(
-                "registry {} refused the credentials of user {}",
-                self.host, credentials.username
-            ))
-            .with_hint("they may have expired (ECR tokens last 12 hours): run ecr-login again"));
+            return Err(refused(&self.host, credentials));
         }
-        *self.lock_authorization() = Some(authorization);
+        self.lock_authorization()
+            .insert(scope.to_owned(), authorization);
         Ok(response)
     }
 
-    fn lock_authorization(&self) -> std::sync::MutexGuard<'_, Option<HeaderValue>> {
+    fn lock_authorization(&self) -> std::sync::MutexGuard<'_, HashMap<String, HeaderValue>> {
         self.authorization
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -204,12 +627,23 @@ impl Registry {
 
     async fn send(
         &self,
+        method: Method,
         url: &str,
         authorization: Option<&HeaderValue>,
+        accept: Option<&str>,
+        body: Body<'_>,
     ) -> Result<reqwest::Response> {
-        let mut request = self.http.get(url);
+        let mut request = self.http.request(method, url);
         if let Some(value) = authorization {
             request = request.header(AUTHORIZATION, value.clone());
+        }
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, accept);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request
+                .header(CONTENT_TYPE, content_type)
+                .body(bytes.to_vec());
         }
         request.send().await.map_err(|e| self.transport_error(&e))
     }
@@ -246,8 +680,11 @@ impl Registry {
             .send()
             .await
             .map_err(|e| self.transport_error(&e))?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            return Err(refused(&self.host, credentials));
+        }
         if !response.status().is_success() {
-            return Err(self.status_error("getting a token", response.status()));
+            return Err(self.status_error("getting a token", response).await);
         }
         let body: serde_json::Value = response.json().await.map_err(|e| {
             Error::unavailable(format!(
@@ -290,14 +727,98 @@ impl Registry {
         }
     }
 
-    fn status_error(&self, action: &str, status: StatusCode) -> Error {
-        let text = format!("registry {}: {action}: HTTP {status}", self.host);
+    /// An error for an unexpected answer, with what the registry said about it.
+    async fn status_error(&self, action: &str, response: reqwest::Response) -> Error {
+        let status = response.status();
+        let said = response
+            .bytes()
+            .await
+            .ok()
+            .and_then(|body| registry_said(&body));
+        let text = match said {
+            Some(said) => format!("registry {}: {action}: HTTP {status}: {said}", self.host),
+            None => format!("registry {}: {action}: HTTP {status}", self.host),
+        };
         match status.as_u16() {
-            401 | 403 => Error::no_perm(text),
+            401 | 403 => Error::no_perm(text)
+                .with_hint("check that the credentials may push to and pull from this repository"),
             408 | 429 | 500..=599 => Error::unavailable(text),
             _ => Error::data(text),
         }
     }
+}
+
+fn pull_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull")
+}
+
+fn content_digest(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|d| d.contains(':'))
+        .map(str::to_owned)
+}
+
+fn refused(host: &str, credentials: &Credentials) -> Error {
+    Error::no_perm(format!(
+        "registry {host} refused the credentials of user {}",
+        credentials.username
+    ))
+    .with_hint("they may have expired (ECR tokens last 12 hours): run ecr-login again")
+}
+
+/// What a registry's error body says (`{"errors":[{"code":..,"message":..}]}`), on one line.
+#[must_use]
+pub fn registry_said(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let errors = value.get("errors")?.as_array()?;
+    let parts: Vec<String> = errors
+        .iter()
+        .map(|e| {
+            let code = e
+                .get("code")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            let message = e
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            match (code.is_empty(), message.is_empty()) {
+                (false, false) => format!("{code}: {message}"),
+                (false, true) => code.to_owned(),
+                _ => message.to_owned(),
+            }
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    if parts.is_empty() {
+        None
+    } else {
+        Some(crate::cli::one_line(&parts.join("; ")))
+    }
+}
+
+/// The path and query of a `Link: </v2/...?last=x&n=100>; rel="next"` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        // An absolute URL keeps only its path and query: we talk to our own base.
+        let path = match target.find("://") {
+            Some(i) => {
+                let rest = &target[i + 3..];
+                &rest[rest.find('/')?..]
+            }
+            None => target,
+        };
+        Some(path.to_owned())
+    })
 }
 
 fn basic(credentials: &Credentials) -> Result<HeaderValue> {
@@ -351,5 +872,150 @@ mod tests {
         assert_eq!(c.param("realm"), Some("Registry Realm"));
         let c = Challenge::parse("Basic realm=x, charset=UTF-8").unwrap();
         assert_eq!(c.param("charset"), Some("UTF-8"));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let retry = Retry {
+            attempts: 6,
+            base: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            deadline: None,
+        };
+        let cases = [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (9, 1000),
+            (40, 1000),
+        ];
+        for (attempt, full_ms) in cases {
+            let full = Duration::from_millis(full_ms);
+            assert_eq!(retry.delay(attempt, u64::MAX), full, "attempt {attempt}");
+            assert_eq!(retry.delay(attempt, 0), full / 2, "attempt {attempt}");
+            let middle = retry.delay(attempt, u64::MAX / 2);
+            assert!(
+                middle > full / 2 && middle < full,
+                "attempt {attempt}: {middle:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn retries_transient_faults_only_and_says_how_many_attempts() {
+        let retry = Retry {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            deadline: None,
+        };
+        let cases = [
+            (
+                Error::unavailable("connection reset"),
+                3,
+                exit::UNAVAILABLE,
+                true,
+            ),
+            (Error::timeout("too slow"), 3, exit::TIMEOUT, true),
+            (Error::no_perm("denied"), 1, exit::NO_PERM, false),
+            (Error::data("bad"), 1, exit::DATA, false),
+        ];
+        for (template, expected_calls, code, counted) in cases {
+            let mut calls = 0;
+            let message = template.message().to_owned();
+            let err = retry
+                .run("pushing x", |_| {
+                    calls += 1;
+                    let e = Error::new(template.code(), message.clone());
+                    async move { Err::<(), _>(e) }
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(calls, expected_calls, "{message}");
+            assert_eq!(err.code(), code);
+            assert_eq!(
+                err.message()
+                    .contains("after 3 attempts (no attempts left)"),
+                counted,
+                "{}",
+                err.message()
+            );
+        }
+        let mut calls = 0;
+        let value = retry
+            .run("x", |attempt| {
+                calls += 1;
+                async move {
+                    if attempt < 2 {
+                        Err(Error::unavailable("eof"))
+                    } else {
+                        Ok(attempt)
+                    }
+                }
+            })
+            .await
+            .unwrap();
+        assert_eq!((value, calls), (2, 2));
+        let past = Retry {
+            deadline: Some(Instant::now()),
+            ..retry
+        };
+        let err = past
+            .run("x", |attempt| async move {
+                if attempt == 1 {
+                    Err::<(), _>(Error::unavailable("eof"))
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("eof"), "{}", err.message());
+    }
+
+    #[test]
+    fn registry_error_bodies_and_link_headers() {
+        let cases: [(&[u8], Option<&str>); 4] = [
+            (
+                br#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"x"}}]}"#,
+                Some("NAME_UNKNOWN: repository name not known to registry"),
+            ),
+            (br#"{"errors":[{"code":"DENIED"}]}"#, Some("DENIED")),
+            (br#"{"errors":[]}"#, None),
+            (b"<html>bad gateway</html>", None),
+        ];
+        for (body, said) in cases {
+            assert_eq!(registry_said(body).as_deref(), said);
+        }
+        assert_eq!(
+            next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=b&n=2")
+        );
+        assert_eq!(
+            next_link(r#"<https://r.example/v2/a/tags/list?last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?last=b")
+        );
+        assert_eq!(next_link(r#"</v2/a/tags/list?last=b>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn manifests_name_their_config_and_digests_are_sha256() {
+        let manifest = Manifest {
+            digest: String::new(),
+            media_type: MANIFEST_TYPES[0].to_owned(),
+            body: br#"{"schemaVersion":2,"config":{"digest":"sha256:abc"},"layers":[]}"#.to_vec(),
+        };
+        assert_eq!(manifest.config_digest().as_deref(), Some("sha256:abc"));
+        let index = Manifest {
+            body: br#"{"schemaVersion":2,"manifests":[]}"#.to_vec(),
+            ..manifest
+        };
+        assert_eq!(index.config_digest(), None);
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod ecr_login;
 mod ecr_repo;
 mod harness;
 mod img_build;
+mod img_push;
 mod img_tag;
 mod lifecycle_set;
 mod scan_gate;

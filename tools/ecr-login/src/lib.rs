@@ -68,8 +68,8 @@ pub struct Cli {
     pub check: bool,
 
     /// With --check: how long the credentials must stay valid (90s, 30m, 2h).
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
-    pub min_valid: chrono::Duration,
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = shared::duration::parse)]
+    pub min_valid: std::time::Duration,
 
     /// Remove the credentials ecr-login stored for the registries (others are left alone).
     #[arg(long)]
@@ -91,25 +91,6 @@ pub struct Cli {
 impl shared::cli::Cli for Cli {
     fn common(&self) -> &Common {
         &self.common
-    }
-}
-
-/// Parses `90s`, `30m`, `2h`, `1d` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> std::result::Result<chrono::Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: i64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration like 90s, 30m or 2h"))?;
-    match unit {
-        "" | "s" => Ok(chrono::Duration::seconds(number)),
-        "m" => Ok(chrono::Duration::minutes(number)),
-        "h" => Ok(chrono::Duration::hours(number)),
-        "d" => Ok(chrono::Duration::days(number)),
-        _ => Err(format!("'{text}' has an unknown unit (use s, m, h or d)")),
     }
 }
 
@@ -297,11 +278,11 @@ fn check(cli: &Cli, mut doc: Document, verdict: &mut Code) -> Result<Document> {
             (Some(_), Some(t)) if t <= now => {
                 (false, format!("the credentials for {host} expired at {t}"))
             }
-            (Some(_), Some(t)) if t - now < cli.min_valid => (
+            (Some(_), Some(t)) if (t - now).to_std().is_ok_and(|left| left < cli.min_valid) => (
                 false,
                 format!(
                     "the credentials for {host} expire at {t}, within {}",
-                    human(cli.min_valid)
+                    shared::duration::show(cli.min_valid)
                 ),
             ),
             (Some(_), Some(t)) => (
@@ -330,17 +311,6 @@ fn check(cli: &Cli, mut doc: Document, verdict: &mut Code) -> Result<Document> {
     doc.set("registry", hosts[0].as_str());
     doc.set("login", json!({ "check": results }));
     Ok(doc)
-}
-
-fn human(duration: chrono::Duration) -> String {
-    let seconds = duration.num_seconds();
-    if seconds % 3600 == 0 {
-        format!("{}h", seconds / 3600)
-    } else if seconds % 60 == 0 {
-        format!("{}m", seconds / 60)
-    } else {
-        format!("{seconds}s")
-    }
 }
 
 fn logout(cli: &Cli, mut doc: Document) -> Result<Document> {
@@ -372,18 +342,6 @@ fn logout(cli: &Cli, mut doc: Document) -> Result<Document> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(chrono::Duration::seconds(90)));
-        assert_eq!(parse_duration("30m"), Ok(chrono::Duration::minutes(30)));
-        assert_eq!(parse_duration("2h"), Ok(chrono::Duration::hours(2)));
-        assert_eq!(parse_duration("45"), Ok(chrono::Duration::seconds(45)));
-        assert!(parse_duration("2w").is_err());
-        assert!(parse_duration("h").is_err());
-        assert_eq!(human(chrono::Duration::minutes(90)), "90m");
-        assert_eq!(human(chrono::Duration::hours(2)), "2h");
-    }
 
     #[test]
     fn registry_hosts_lose_scheme_and_path() {

@@ -272,7 +272,7 @@ fn timeout(shown: &str, after: Duration, last: &str, refused: Option<&str>) -> E
     let refused = refused.map(|r| format!("; {r}")).unwrap_or_default();
     Error::timeout(format!(
         "the scan of {shown} gave no answer within {} (last: {last}{refused})",
-        crate::show_duration(after)
+        shared::duration::show(after)
     ))
     .with_hint("raise --timeout, or pass --start-scan if the repository does not scan on push")
 }

@@ -152,15 +152,15 @@ pub struct Cli {
     pub junit: Option<PathBuf>,
 
     /// Give up waiting for the scan after this long (e.g. 90s, 15m, 1h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "30m")]
+    #[arg(long, value_name = "DURATION", value_parser = shared::duration::parse, default_value = "30m")]
     pub timeout: Duration,
 
     /// First pause between polls; it doubles up to 30s.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "5s")]
+    #[arg(long, value_name = "DURATION", value_parser = shared::duration::parse, default_value = "5s")]
     pub poll_interval: Duration,
 
     /// For enhanced scans, pause between the two reads that must agree before findings count.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_name = "DURATION", value_parser = shared::duration::parse, default_value = "10s")]
     pub settle: Duration,
 
     /// Start a basic scan when the image has none and the repository does not scan on push.
@@ -190,41 +190,6 @@ fn parse_score(text: &str) -> std::result::Result<f64, String> {
     match text.parse::<f64>() {
         Ok(score) if (0.0..=10.0).contains(&score) => Ok(score),
         _ => Err(format!("'{text}' is not a score from 0 to 10")),
-    }
-}
-
-/// Parses `90`, `90s`, `15m`, `1h`, `500ms`.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a duration (e.g. 90s, 15m, 1h)"))?;
-    let seconds = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "" | "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        _ => return Err(format!("'{text}' is not a duration (e.g. 90s, 15m, 1h)")),
-    };
-    Ok(Duration::from_secs(seconds))
-}
-
-/// A duration as a person writes it (`90s`, `15m`).
-#[must_use]
-pub fn show_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if d.subsec_millis() != 0 || secs == 0 {
-        format!("{}ms", d.as_millis())
-    } else if secs.is_multiple_of(3600) {
-        format!("{}h", secs / 3600)
-    } else if secs.is_multiple_of(60) {
-        format!("{}m", secs / 60)
-    } else {
-        format!("{secs}s")
     }
 }
 
@@ -699,34 +664,6 @@ fn scan_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        let table = [
-            ("90", Some(90_000)),
-            ("90s", Some(90_000)),
-            ("15m", Some(900_000)),
-            ("1h", Some(3_600_000)),
-            ("250ms", Some(250)),
-            ("0", Some(0)),
-            ("1.5m", None),
-            ("m", None),
-            ("10d", None),
-            ("", None),
-        ];
-        for (text, ms) in table {
-            assert_eq!(
-                parse_duration(text)
-                    .ok()
-                    .map(|d| u64::try_from(d.as_millis()).unwrap()),
-                ms,
-                "{text}"
-            );
-        }
-        assert_eq!(show_duration(Duration::from_secs(90)), "90s");
-        assert_eq!(show_duration(Duration::from_secs(900)), "15m");
-        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
-    }
 
     #[test]
     fn the_policy_from_flags() {
