@@ -1,7 +1,8 @@
 //! What every tool's command line has in common, and the `main` they all share.
 //!
 //! A tool's `main.rs` is one call: `shared::cli::main::<Cli>("tool", tool::run)`. This function
-//! adds the exit-code table to `--help`, sets up logging, runs the tool, prints an error once as
+//! adds the exit-code table to `--help`, answers the hidden `--generate man|bash|...` (man page
+//! and completions, see [`crate::generate`]), sets up logging, runs the tool, prints an error once as
 //! a single line on stderr, and turns a closed stdout (`tool | head -1`) into a quiet success.
 
 use std::io::Write;
@@ -12,6 +13,7 @@ use clap::Args;
 use crate::document::Document;
 use crate::error::{Error, Result};
 use crate::exit::{self, Code};
+use crate::generate;
 use crate::io::{Input, Output, stdin_input};
 use crate::log;
 
@@ -45,13 +47,19 @@ pub trait Cli: clap::Parser {
 
 /// The `main` of every tool: parses the command line into `C`, runs `run`, and exits with its code.
 pub fn main<C: Cli>(tool: &'static str, run: fn(&C) -> Result<Code>) -> ExitCode {
-    let mut command = C::command();
-    let help = match command.get_after_long_help() {
-        Some(examples) => format!("{examples}\n\n{}", exit::help_section()),
-        None => exit::help_section(),
-    };
-    command = command.after_long_help(help);
-    let cli = match C::from_arg_matches(&command.get_matches()) {
+    let command = command::<C>();
+    let matches = command.clone().arg(generate::arg()).get_matches();
+    if let Some(kind) = matches.get_one::<generate::Kind>(generate::ARG) {
+        log::init(tool, false, 0);
+        return match generate::write(*kind, command, &mut std::io::stdout().lock()) {
+            Err(err) if !err.is_broken_pipe() => {
+                report(&err);
+                err.code().into()
+            }
+            _ => exit::SUCCESS.into(),
+        };
+    }
+    let cli = match C::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(err) => err.exit(),
     };
@@ -67,6 +75,18 @@ pub fn main<C: Cli>(tool: &'static str, run: fn(&C) -> Result<Code>) -> ExitCode
         Err(_) => exit::SOFTWARE,
     };
     code.into()
+}
+
+/// A tool's full command line: its own, with the exit-code table appended to the long help
+/// (after its EXAMPLES). `--help`, the man page and the completions all come from this.
+#[must_use]
+pub fn command<C: Cli>() -> clap::Command {
+    let command = C::command();
+    let help = match command.get_after_long_help() {
+        Some(examples) => format!("{examples}\n\n{}", exit::help_section()),
+        None => exit::help_section(),
+    };
+    command.after_long_help(help)
 }
 
 /// Prints an error as the one line a person reads.

@@ -15,6 +15,7 @@ pub mod ecr;
 pub mod error;
 pub mod exit;
 pub mod files;
+pub mod generate;
 pub mod iam;
 pub mod io;
 pub mod log;

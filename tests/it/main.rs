@@ -12,5 +12,6 @@ mod harness;
 mod img_build;
 mod img_push;
 mod img_tag;
+mod install;
 mod lifecycle_set;
 mod scan_gate;

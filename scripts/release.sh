@@ -1,0 +1,242 @@
+#!/usr/bin/env bash
+# Builds the imgpipe release: binaries of every tool that run on every CodeBuild Linux image,
+# Amazon Linux 2 (glibc 2.26) included, packed with their man pages and shell completions.
+#
+#   target/dist/imgpipe-<version>-x86_64-linux.tar.gz
+#       imgpipe-<version>-x86_64-linux/bin/<tool>...             the binaries (stripped)
+#       imgpipe-<version>-x86_64-linux/bin/docker-credential-ecr-login -> ecr-login
+#       imgpipe-<version>-x86_64-linux/share/man/man1/<tool>.1
+#       imgpipe-<version>-x86_64-linux/share/bash-completion/completions/<tool>
+#       imgpipe-<version>-x86_64-linux/share/zsh/site-functions/_<tool>
+#       imgpipe-<version>-x86_64-linux/share/fish/vendor_completions.d/<tool>.fish
+#   target/dist/install.sh       the installer a buildspec runs (scripts/install.sh)
+#   target/dist/SHA256SUMS       sha256sum lines for both
+#
+# How: a plain `cargo build --release` links against this machine's glibc (2.36; the binaries
+# then need GLIBC_2.34), too new for Amazon Linux 2. So the tools are linked by zig against a
+# glibc 2.17 baseline with cargo-zigbuild (`--target x86_64-unknown-linux-gnu.2.17`); both are
+# installed here, under target/release-tools, nothing global: zig from PyPI (`ziglang`) in a
+# virtual environment, cargo-zigbuild with `cargo install --root`. Then every binary's dynamic
+# symbols are read (objdump -T) and the release fails if any needs a glibc newer than 2.17.
+# Man pages and completions come from the binaries themselves (`<tool> --generate man|bash|...`,
+# the same clap command as --help). Cold, this takes about 10 minutes on 2 cores; builds go to
+# target/zigbuild, apart from target/debug and target/release.
+#
+# arm64 (Graviton CodeBuild images): NOT built here, and never tested. These machines have only
+# the x86_64-unknown-linux-gnu Rust target and cannot download another. On a machine that can
+# (rustup reaching the Rust distribution server), the same script should build it, since zig
+# cross-links without an arm64 machine:
+#     rustup target add aarch64-unknown-linux-gnu
+#     scripts/release.sh --arch aarch64      # -> imgpipe-<version>-aarch64-linux.tar.gz
+# (the symbol check then uses readelf, which reads any architecture). Run the result on an
+# arm64 CodeBuild image (e.g. aws/codebuild/amazonlinux2-aarch64-standard) before publishing;
+# aws-lc-sys's C build under zig for aarch64 is the part most likely to need attention.
+#
+# Usage: scripts/release.sh [--arch x86_64|aarch64] [--out DIR] [--version V] [--from DIR]
+#                           [--only TOOL[,TOOL...]]
+#   --arch     the CPU to build for (default x86_64; see above for aarch64)
+#   --out      where the archive, install.sh and SHA256SUMS go (default target/dist)
+#   --version  the version in the archive's name (default: the workspace's version)
+#   --from     package binaries already built in DIR instead of building (e.g. target/debug,
+#              for tests); the glibc limit is then reported, not enforced
+#   --only     package only these tools (a small archive for tests; default: every binary)
+# Progress goes to stderr as "release: ..."; stdout gets the archive's path, last.
+# Exit status: 0 done; 1 a binary needs a glibc newer than the baseline; 2 usage; other: a
+# failed step (its own message above).
+set -euo pipefail
+# The rest is one brace group, which bash reads whole before running it: editing this file during
+# a (long) release build cannot change what the running build does.
+{
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/target/release-tools"
+# Checked to work together (the first release build, on Debian 12 with Rust 1.95).
+ZIGLANG_VERSION=0.17.1
+CARGO_ZIGBUILD_VERSION=0.24.1
+GLIBC_BASELINE=2.17
+
+arch=x86_64
+out="$ROOT/target/dist"
+version=""
+from=""
+only=""
+
+say() { echo "release: $*" >&2; }
+die() {
+  echo "release: $1" >&2
+  exit "${2:-1}"
+}
+usage() { die "$1 (usage: scripts/release.sh [--arch x86_64|aarch64] [--out DIR] [--version V] [--from DIR] [--only TOOL,...])" 2; }
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --arch) [ $# -ge 2 ] || usage "--arch needs a value"; arch="$2"; shift 2 ;;
+    --out) [ $# -ge 2 ] || usage "--out needs a directory"; out="$2"; shift 2 ;;
+    --version) [ $# -ge 2 ] || usage "--version needs a value"; version="$2"; shift 2 ;;
+    --from) [ $# -ge 2 ] || usage "--from needs a directory"; from="$2"; shift 2 ;;
+    --only) [ $# -ge 2 ] || usage "--only needs tool names"; only="$2"; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) usage "unknown argument '$1'" ;;
+  esac
+done
+
+case "$arch" in
+  x86_64 | aarch64) ;;
+  *) usage "--arch must be x86_64 or aarch64, not '$arch'" ;;
+esac
+triple="$arch-unknown-linux-gnu"
+cargo="${CARGO:-cargo}" # the cargo that runs us, if one does
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
+cd "$ROOT"
+
+need_command() { # need_command COMMAND DEBIAN-PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return
+  say "installing $2 (for $1)"
+  if ! { apt-get update -qq && apt-get install -y -qq "$2"; } >&2; then
+    die "$1 is missing and 'apt-get install $2' failed: install it and run again" 78
+  fi
+}
+need_command objdump binutils
+need_command python3 python3
+need_command sha256sum coreutils
+
+if [ -z "$version" ]; then
+  version="$("$cargo" metadata --no-deps --format-version 1 --offline 2>/dev/null \
+    | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="imgpipe"))')" \
+    || die "cannot read the workspace version from cargo metadata: pass --version" 78
+fi
+# Every binary target in the workspace, one name a line.
+bins="$("$cargo" metadata --no-deps --format-version 1 --offline \
+  | python3 -c 'import json,sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        if "bin" in t["kind"]:
+            print(t["name"])' | sort)" || die "cannot list the workspace's binaries (cargo metadata failed)"
+[ -n "$bins" ] || die "the workspace has no binaries"
+if [ -n "$only" ]; then
+  for bin in ${only//,/ }; do
+    grep -qx "$bin" <<<"$bins" || usage "--only: the workspace has no binary '$bin'"
+  done
+  bins="$(tr ',' '\n' <<<"$only" | sort -u)"
+fi
+
+# --- Build ------------------------------------------------------------------------------------
+if [ -z "$from" ]; then
+  if ! rustup target list --installed 2>/dev/null | grep -qx "$triple"; then
+    die "the Rust target $triple is not installed: run 'rustup target add $triple' (needs the Rust distribution server, which these machines cannot reach; see the header of this script)" 78
+  fi
+  venv="$TOOLS/venv"
+  if ! "$venv/bin/python" -m ziglang version >/dev/null 2>&1 \
+    || [ "$("$venv/bin/pip" show ziglang 2>/dev/null | sed -n 's/^Version: //p')" != "$ZIGLANG_VERSION" ]; then
+    say "installing zig $ZIGLANG_VERSION (PyPI ziglang) into $venv"
+    python3 -m venv "$venv" >&2 || die "cannot create a Python virtual environment: apt-get install python3-venv" 78
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "ziglang==$ZIGLANG_VERSION" >&2 \
+      || die "pip install ziglang==$ZIGLANG_VERSION failed (is PyPI reachable?)" 69
+  fi
+  zigbuild="$TOOLS/cargo/bin/cargo-zigbuild"
+  if ! "$zigbuild" --version 2>/dev/null | grep -qx "cargo-zigbuild $CARGO_ZIGBUILD_VERSION"; then
+    say "installing cargo-zigbuild $CARGO_ZIGBUILD_VERSION into $TOOLS/cargo (a few minutes)"
+    "$cargo" install --quiet --locked --version "$CARGO_ZIGBUILD_VERSION" --root "$TOOLS/cargo" cargo-zigbuild >&2 \
+      || die "cargo install cargo-zigbuild failed (is crates.io reachable?)" 69
+  fi
+  # cargo-zigbuild runs `python3 -m ziglang` when no `zig` is on PATH: the venv's python3 first.
+  export PATH="$venv/bin:$TOOLS/cargo/bin:$PATH"
+  say "building $(echo "$bins" | wc -l) binaries for $triple against glibc $GLIBC_BASELINE (zig $ZIGLANG_VERSION)"
+  start=$(date +%s)
+  "$cargo" zigbuild --release --locked --target "$triple.$GLIBC_BASELINE" --workspace --bins \
+    --target-dir "$ROOT/target/zigbuild" >&2 || die "the release build failed (see cargo's output above)"
+  say "built in $(($(date +%s) - start))s"
+  bindir="$ROOT/target/zigbuild/$triple/release"
+else
+  bindir="$(cd "$from" && pwd)" || die "--from: no directory $from" 66
+fi
+
+# --- The glibc each binary needs ---------------------------------------------------------------
+glibc_needed() { # the highest GLIBC_x.y symbol version BIN needs ("none" for a static binary)
+  local dump
+  if [ "$arch" = x86_64 ]; then
+    dump="$(objdump -T "$1")" || return 1
+  else # objdump here reads x86 only; readelf reads any architecture
+    dump="$(readelf --dyn-syms -W "$1")" || return 1
+  fi
+  { grep -o 'GLIBC_[0-9][0-9.]*' <<<"$dump" || true; } | sed 's/^GLIBC_//' | sort -uV | tail -1 | sed 's/^$/none/'
+}
+newer_than() { # newer_than A B: is version A > B?
+  [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -1)" = "$1" ]
+}
+
+max_glibc=none
+too_new=()
+for bin in $bins; do
+  [ -x "$bindir/$bin" ] || die "no binary $bindir/$bin (did the build succeed?)" 66
+  needed="$(glibc_needed "$bindir/$bin")" || die "cannot read the symbols of $bindir/$bin" 70
+  libs="$(readelf -d "$bindir/$bin" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')"
+  say "$bin needs glibc $needed; links ${libs:-nothing dynamically}"
+  if [ "$needed" != none ]; then
+    if [ "$max_glibc" = none ] || newer_than "$needed" "$max_glibc"; then max_glibc="$needed"; fi
+    if newer_than "$needed" "$GLIBC_BASELINE"; then too_new+=("$bin ($needed)"); fi
+  fi
+done
+say "highest glibc symbol version needed: $max_glibc (baseline $GLIBC_BASELINE)"
+if [ ${#too_new[@]} -gt 0 ]; then
+  if [ -z "$from" ]; then
+    die "binaries need a glibc newer than $GLIBC_BASELINE and would not run on Amazon Linux 2: ${too_new[*]}" 1
+  fi
+  say "note: ${too_new[*]} need a glibc newer than $GLIBC_BASELINE (--from: not a release build)"
+fi
+
+# --- Archive -----------------------------------------------------------------------------------
+name="imgpipe-$version-$arch-linux"
+stage="$out/.stage"
+rm -rf "$stage"
+top="$stage/$name"
+mkdir -p "$top/bin" "$top/share/man/man1" "$top/share/bash-completion/completions" \
+  "$top/share/zsh/site-functions" "$top/share/fish/vendor_completions.d"
+for bin in $bins; do
+  cp "$bindir/$bin" "$top/bin/$bin"
+  chmod 0755 "$top/bin/$bin"
+done
+[ -e "$top/bin/ecr-login" ] && ln -s ecr-login "$top/bin/docker-credential-ecr-login"
+# The man pages and completions come from the binaries, which run here only when built for this
+# machine's CPU; the x86_64 ones generate them for any architecture (they are the same text).
+gen="$top/bin"
+if [ "$arch" != "$(uname -m)" ]; then
+  gen="$ROOT/target/debug"
+  "$cargo" build --workspace --bins --quiet >&2 || die "building the host binaries for the man pages failed"
+fi
+for bin in $bins; do
+  if ! { "$gen/$bin" --generate man >"$top/share/man/man1/$bin.1" &&
+    "$gen/$bin" --generate bash >"$top/share/bash-completion/completions/$bin" &&
+    "$gen/$bin" --generate zsh >"$top/share/zsh/site-functions/_$bin" &&
+    "$gen/$bin" --generate fish >"$top/share/fish/vendor_completions.d/$bin.fish"; }; then
+    die "$bin --generate failed: cannot make its man page and completions" 70
+  fi
+done
+
+archive="$out/$name.tar.gz"
+# Reproducible: sorted, no owners, the last commit's time, gzip without a timestamp.
+epoch="$(git -C "$ROOT" log -1 --format=%ct 2>/dev/null || echo 0)"
+tar -C "$stage" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" -cf - "$name" \
+  | gzip -n -9 >"$archive.tmp" || die "cannot write $archive" 74
+mv -f "$archive.tmp" "$archive"
+rm -rf "$stage"
+cp "$ROOT/scripts/install.sh" "$out/install.sh"
+chmod 0755 "$out/install.sh"
+(cd "$out" && sha256sum "$name.tar.gz" install.sh >SHA256SUMS.tmp && mv -f SHA256SUMS.tmp SHA256SUMS) \
+  || die "cannot write $out/SHA256SUMS" 74
+
+# --- Sizes -------------------------------------------------------------------------------------
+total=0
+for bin in $bins; do
+  size=$(stat -c %s "$bindir/$bin")
+  total=$((total + size))
+  say "$(printf '%-16s %10d bytes (%s)' "$bin" "$size" "$(numfmt --to=iec-i --suffix=B "$size")")"
+done
+asize=$(stat -c %s "$archive")
+say "$(printf '%-16s %10d bytes (%s)' "all binaries" "$total" "$(numfmt --to=iec-i --suffix=B "$total")")"
+say "$(printf '%-16s %10d bytes (%s)' "archive" "$asize" "$(numfmt --to=iec-i --suffix=B "$asize")")  $archive"
+say "checksums: $out/SHA256SUMS"
+echo "$archive"
+exit 0
+}
