@@ -66,11 +66,48 @@ step "img-tag: tags and labels from git and the environment" "$work/02.json" "$w
   img-tag "${registry_flag[@]}" --context "$app" --tag sha --tag content --tag semver --tag latest
 step "img-build: the image is built with every tag" "$work/03.json" "$work/04.json" \
   img-build "$app"
-step "lifecycle-set: keep the last 20 release images, expire untagged after 7 days" "$work/04.json" "$work/05.json" \
+artifacts="${IMGPIPE_ARTIFACTS_DIR:-${CARGO_TARGET_DIR:-$root/target}/local-pipeline}"
+mkdir -p "$artifacts"
+step "img-push: every tag pushed and verified, deployment artifacts written" "$work/04.json" "$work/05.json" \
+  img-push --image-uri-file "$artifacts/image_uri.txt" \
+  --imagedefinitions "$artifacts/imagedefinitions.json" --container sample-app \
+  --image-detail "$artifacts/imageDetail.json"
+
+if [ "$target" = local ]; then
+  # ECR's data plane tells its control plane about every push, and scans on push. The local
+  # registry cannot: this step does it for the ECR API server, with aws-cli, so scan-gate has a
+  # scan to wait for. It has no counterpart against real AWS.
+  say "local stand-in: register the pushed image with the ECR API server and start its scan"
+  python3 - "$work/05.json" "$IMGPIPE_AUTH_REGISTRY" "$IMGPIPE_AUTH_REGISTRY_USER" \
+    "$IMGPIPE_AUTH_REGISTRY_PASSWORD" "$IMGPIPE_AWS_CLI" "$AWS_ENDPOINT_URL_ECR" <<'PY'
+import base64, json, subprocess, sys, urllib.request
+doc_path, registry, user, password, aws, endpoint = sys.argv[1:]
+doc = json.load(open(doc_path))
+repository, digest, tag = doc["repository"], doc["digest"], doc["tags"][0]
+request = urllib.request.Request(
+    f"http://{registry}/v2/{repository}/manifests/{digest}",
+    headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json",
+             "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
+manifest = urllib.request.urlopen(request).read().decode()
+ecr = [aws, "ecr", "--endpoint-url", endpoint, "--output", "json"]
+put = subprocess.run(ecr + ["put-image", "--repository-name", repository, "--image-tag", tag,
+                            "--image-manifest", manifest, "--image-digest", digest],
+                     capture_output=True, text=True)
+if put.returncode != 0 and "ImageAlreadyExists" not in put.stderr:
+    sys.exit(f"put-image failed: {put.stderr.strip()}")
+subprocess.run(ecr + ["start-image-scan", "--repository-name", repository,
+                      "--image-id", f"imageDigest={digest}"], capture_output=True, text=True)
+print(f"    registered {repository}@{digest} and started its scan", file=sys.stderr)
+PY
+fi
+
+step "scan-gate: the scan passes the policy (no CRITICAL findings)" "$work/05.json" "$work/06.json" \
+  scan-gate --fail-on critical --timeout 10m --junit "$artifacts/scan-report.xml"
+step "lifecycle-set: keep the last 20 release images, expire untagged after 7 days" "$work/06.json" "$work/07.json" \
   lifecycle-set --keep latest --keep-last 20 --tag-prefix v --expire-untagged-after 7
 
 say "summary"
-python3 - "$work/05.json" >&2 <<'PY'
+python3 - "$work/07.json" "$artifacts" >&2 <<'PY'
 import json, sys
 doc = json.load(open(sys.argv[1]))
 build = doc.get("build", {})
@@ -78,12 +115,15 @@ lifecycle = doc.get("lifecycle", {})
 rows = [
     ("repository", doc.get("repository_uri") or doc.get("repository")),
     ("logged in to", ", ".join(doc.get("login", {}).get("registries", []))),
-    ("image", (doc.get("references") or ["?"])[0]),
     ("tags", ", ".join(doc.get("tags", []))),
+    ("image", doc.get("image_uri") or (doc.get("references") or ["?"])[0]),
+    ("digest", doc.get("digest")),
     ("image id", doc.get("image_id")),
     ("build", f"{build.get('steps', '?')} steps, {build.get('cached_steps', 0)} cached, "
               f"{build.get('duration_seconds', '?')} s"),
+    ("scan", f"{doc.get('scan', {}).get('verdict', '?')} ({doc.get('scan', {}).get('status', '?')})"),
     ("lifecycle policy", "written" if lifecycle.get("written") else "unchanged"),
+    ("artifacts", sys.argv[2]),
 ]
 width = max(len(k) for k, _ in rows)
 for key, value in rows:
