@@ -2,14 +2,25 @@
 # Benchmark: img-build against the docker CLI's classic builder, on the same daemon, in one run.
 #
 # Generates a build context of about 50,000 files and 1 GB, half of it excluded by .dockerignore
-# (an excluded tree, and *.tmp files next to the kept ones), then builds it once with
-# `DOCKER_BUILDKIT=0 docker build` and once with `img-build`, each under /usr/bin/time -v.
-# Prints wall time, client CPU time (user+sys) and client peak memory for both, and the ratios.
-# Issue 5's target: img-build no slower, and client CPU and peak memory no higher.
+# (an excluded tree, and *.tmp files next to the kept ones), then builds it with
+# `DOCKER_BUILDKIT=0 docker build` and with `img-build --builder classic`, each under
+# /usr/bin/time -v, several times, alternating which client goes first.
+# Prints wall time, client CPU time (user+sys) and client peak memory for every run, the medians
+# and the ratios of the medians. Issue 5's target: img-build no slower, and client CPU and peak
+# memory no higher.
 #
-# Usage: scripts/bench/img-build.sh [--files N] [--mb M] [--keep]
+# Fairness: the same daemon, context and Dockerfile for both; the generated files are synced to
+# disk before the first run (else the first build competes with their writeback); the page cache
+# is warmed by reading
+# every file before the first run (`tar -cf /dev/null` would not do it: GNU tar skips reading file
+# data when the archive is /dev/null), and the order alternates, so neither client always runs
+# on caches the other warmed. Both clients' images are removed after each run, so every build does
+# the same work on the daemon (the COPY step's layer stays cached for both alike).
+#
+# Usage: scripts/bench/img-build.sh [--files N] [--mb M] [--runs R] [--keep]
 #   --files N  files in the context (default 50000)
 #   --mb M     total size in MB (default 1024); e.g. --files 5000 --mb 100 for a quick run
+#   --runs R   builds per client (default 3)
 #   --keep     keep the generated context (printed path) instead of deleting it
 # Needs the local services (scripts/services.sh up); builds target/release/img-build if missing
 # (or set IMG_BUILD=/path/to/img-build).
@@ -21,10 +32,12 @@ cd "$root"
 files=50000
 mb=1024
 keep=false
+runs=3
 while [ $# -gt 0 ]; do
   case "$1" in
     --files) files="$2"; shift 2 ;;
     --mb) mb="$2"; shift 2 ;;
+    --runs) runs="$2"; shift 2 ;;
     --keep) keep=true; shift ;;
     *) echo "unknown argument: $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -79,8 +92,12 @@ for i in range(files):
 open(os.path.join(root, "keep", "d000", "f00000.bin"), "ab").close()
 PY
 sed -i "s|^FROM .*|FROM $base|" "$work/ctx/Dockerfile"
-# Warm the page cache so neither client pays for the first read.
-tar -cf /dev/null -C "$work/ctx" .
+# Warm the page cache so neither client pays for the first read (through a pipe: GNU tar does
+# not read file contents when writing to /dev/null).
+tar -cf - -C "$work/ctx" . | cat >/dev/null
+# Write the generated files out now: otherwise the kernel flushes a gigabyte of dirty pages during
+# the first build, and whichever client runs first pays for it.
+sync
 
 measure() { # name, then the command
   local name="$1"; shift
@@ -93,19 +110,36 @@ measure() { # name, then the command
     END { printf "%s %.2f %.2f %.1f\n", name, wall, user + sys, rss / 1024 }' "$work/$name.err"
 }
 
-cli=$(DOCKER_BUILDKIT=0 measure docker-cli docker build -q -t "$tag-cli" "$work/ctx")
-ours=$(measure img-build "$bin" --no-input -q --tag "$tag-img" "$work/ctx")
+run_cli() { DOCKER_BUILDKIT=0 measure docker-cli docker build -q -t "$tag-cli" "$work/ctx"; }
+run_img() { measure img-build "$bin" --no-input -q --builder classic --tag "$tag-img" "$work/ctx"; }
+: >"$work/results"
+for i in $(seq 1 "$runs"); do
+  if [ $((i % 2)) -eq 1 ]; then order="cli img"; else order="img cli"; fi
+  for who in $order; do
+    if [ "$who" = cli ]; then line=$(run_cli) || exit 1; else line=$(run_img) || exit 1; fi
+    echo "run $i: $line" >&2
+    echo "$line" >>"$work/results"
+    docker image rm -f "$tag-cli" "$tag-img" >/dev/null 2>&1 || true
+  done
+done
 
-read -r _ cli_wall cli_cpu cli_mem <<<"$cli"
-read -r _ our_wall our_cpu our_mem <<<"$ours"
 sent=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); c=d["build"]["context"]; print(c["files"], c["bytes"])' "$work/img-build.out")
-echo "context: $files files, $mb MB generated; img-build sent $sent (files bytes)"
-printf '%-12s %10s %14s %14s\n' client "wall (s)" "client CPU (s)" "peak RSS (MB)"
-printf '%-12s %10s %14s %14s\n' docker-cli "$cli_wall" "$cli_cpu" "$cli_mem"
-printf '%-12s %10s %14s %14s\n' img-build "$our_wall" "$our_cpu" "$our_mem"
-python3 - "$cli_wall" "$our_wall" "$cli_cpu" "$our_cpu" "$cli_mem" "$our_mem" <<'PY'
-import sys
-cw, ow, cc, oc, cm, om = map(float, sys.argv[1:])
+echo "context: $files files, $mb MB generated; img-build sent $sent (files bytes); $runs runs each"
+python3 - "$work/results" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, wall, cpu, mem = line.split()
+    rows.setdefault(name, []).append((float(wall), float(cpu), float(mem)))
+print("%-12s %-26s %-26s %-26s" % ("client", "wall (s) runs | median", "client CPU (s)", "peak RSS (MB)"))
+med = {}
+for name in ("docker-cli", "img-build"):
+    cols = list(zip(*rows[name]))
+    med[name] = [statistics.median(c) for c in cols]
+    cells = ["%s | %.2f" % (" ".join("%.1f" % x for x in c), m) for c, m in zip(cols, med[name])]
+    print("%-12s %-26s %-26s %-26s" % (name, *cells))
 r = lambda a, b: a / b if b else float("nan")
-print("ratio img-build/docker-cli: wall %.2f, CPU %.2f, peak memory %.2f" % (r(ow, cw), r(oc, cc), r(om, cm)))
+c, o = med["docker-cli"], med["img-build"]
+print("ratio img-build/docker-cli (medians): wall %.2f, CPU %.2f, peak memory %.2f"
+      % (r(o[0], c[0]), r(o[1], c[1]), r(o[2], c[2])))
 PY

@@ -161,6 +161,8 @@ fn context_matches_the_docker_cli() {
     assert!(ok, "docker build: {text}");
     let doc = tool("img-build")
         .args([
+            "--builder",
+            "classic",
             "--no-input",
             "-f",
             dockerfile.to_str().unwrap(),
@@ -235,6 +237,8 @@ fn context_matches_the_docker_cli() {
         .unwrap();
     let again = tool("img-build")
         .args([
+            "--builder",
+            "classic",
             "--no-input",
             "-f",
             dockerfile.to_str().unwrap(),
@@ -289,6 +293,8 @@ fn multi_stage_target_args_labels_and_every_tag() {
     });
     let doc = tool("img-build")
         .args([
+            "--builder",
+            "classic",
             "--target",
             "tools",
             "--build-arg",
@@ -352,7 +358,7 @@ fn a_failing_run_step_reports_the_step_and_exits_65() {
         ),
     );
     let out = tool("img-build")
-        .args(["--no-input"])
+        .args(["--no-input", "--builder", "classic"])
         .arg_path(dir.path())
         .run();
     out.code(65);
@@ -391,7 +397,7 @@ fn cache_from_the_registry_after_local_images_are_removed() {
     let _cleanup = Images(vec![image.clone()]);
 
     let first = tool("img-build")
-        .args(["--no-input", "--tag", &image])
+        .args(["--no-input", "--builder", "classic", "--tag", &image])
         .arg_path(dir.path())
         .run()
         .success()
@@ -406,6 +412,8 @@ fn cache_from_the_registry_after_local_images_are_removed() {
 
     let out = tool("img-build")
         .args([
+            "--builder",
+            "classic",
             "--no-input",
             "--tag",
             &image,
@@ -469,4 +477,246 @@ fn no_daemon_is_one_line_naming_the_socket_and_the_fix() {
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         .run()
         .fails(69, &["/nonexistent/docker.sock", "privileged"]);
+}
+
+/// `img-build` with BuildKit, on a context of `files` (name, text) with this Dockerfile.
+fn context(dockerfile: &str, files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("Dockerfile"), dockerfile);
+    for (name, text) in files {
+        write(&dir.path().join(name), text);
+    }
+    dir
+}
+
+#[test]
+fn buildkit_multi_stage_with_a_cache_mount_labels_and_tags() {
+    // The cache mount's id is unique, so other builds on the shared daemon never touch it.
+    let mount = unique("imgpipe-mount").to_lowercase();
+    let dir = context(
+        &format!(
+            "FROM {base} AS build\nCOPY input.txt /input.txt\n\
+             RUN --mount=type=cache,id={mount},target=/cache \
+             echo run >> /cache/runs && wc -l < /cache/runs | tr -d ' ' > /seen\n\
+             FROM {base} AS unused\nRUN exit 9\n\
+             FROM {base} AS final\nCOPY --from=build /seen /seen\nCOPY app.txt /app.txt\n",
+            base = base()
+        ),
+        &[("app.txt", "app"), ("input.txt", "one")],
+    );
+    let registry = service("IMGPIPE_REGISTRY");
+    let repository = unique("imgpipe-bk").to_lowercase();
+    let refs: Vec<String> = ["1.0", "latest"]
+        .iter()
+        .map(|t| format!("{registry}/{repository}:{t}"))
+        .collect();
+    let extra = format!("{repository}-extra:dev");
+    let mut all = refs.clone();
+    all.push(extra.clone());
+    let _cleanup = Images(all.clone());
+    let input = serde_json::json!({
+        "registry": registry,
+        "repository": repository,
+        "tags": ["1.0", "latest"],
+        "labels": {"org.opencontainers.image.revision": "abc1234"},
+    });
+    let build = |extra_args: &[&str]| {
+        let out = tool("img-build")
+            .args(["--builder", "buildkit", "--label", "team=platform"])
+            .args(["--tag", &extra])
+            .args(extra_args)
+            .arg_path(dir.path())
+            .stdin(input.to_string())
+            .run();
+        out.success();
+        out
+    };
+    let out = build(&[]);
+    let doc = out.document();
+    assert_eq!(doc["build"]["builder"], "buildkit", "{out:?}");
+    assert_eq!(doc["build"]["references"], serde_json::json!(all));
+    // [build 1/3] and [final 1/3] are the same FROM: one step.
+    assert_eq!(doc["build"]["steps"], 5, "{out:?}");
+    // Plain numbered lines, no control codes, for a CI log.
+    assert!(
+        out.stderr.contains("[build 3/3] RUN --mount=type=cache"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("DONE"), "{out:?}");
+    assert!(!out.stderr.contains('\u{1b}'), "{out:?}");
+    assert!(
+        !out.stderr.contains("RUN exit 9"),
+        "an unused stage was built: {out:?}"
+    );
+    let id = doc["image_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("sha256:"), "{doc}");
+
+    let (ok, text) = docker(&[
+        "image",
+        "inspect",
+        &id,
+        "--format",
+        "{{json .Config.Labels}}|{{json .RepoTags}}",
+    ]);
+    assert!(ok, "{text}");
+    let (labels, tags) = text.trim().split_once('|').unwrap();
+    let labels: serde_json::Value = serde_json::from_str(labels).unwrap();
+    assert_eq!(labels["org.opencontainers.image.revision"], "abc1234");
+    assert_eq!(labels["team"], "platform");
+    let tags: Vec<String> = serde_json::from_str(tags).unwrap();
+    for reference in &all {
+        assert!(
+            tags.contains(reference),
+            "{reference} not applied: {tags:?}"
+        );
+    }
+    let (ok, text) = docker(&["run", "--rm", &refs[0], "cat", "/seen", "/app.txt"]);
+    assert!(ok, "{text}");
+    assert!(text.starts_with("1\napp"), "{text}");
+
+    // A changed input runs the step again, and it finds what it left in the cache mount.
+    write(&dir.path().join("input.txt"), "two");
+    let again = build(&[]).document();
+    let (ok, text) = docker(&["run", "--rm", &refs[0], "cat", "/seen"]);
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.lines().next(),
+        Some("2"),
+        "the cache mount did not persist: {again}"
+    );
+}
+
+#[test]
+fn buildkit_failing_run_reports_the_step_its_output_and_exits_65() {
+    let dir = context(
+        &format!(
+            "FROM {}\nRUN echo fine\nRUN echo about-to-fail-output && exit 3\nRUN echo never\n",
+            base()
+        ),
+        &[],
+    );
+    let out = tool("img-build")
+        .args(["--no-input", "--builder", "buildkit"])
+        .arg_path(dir.path())
+        .run();
+    out.code(65);
+    assert_eq!(out.stdout, "", "{out:?}");
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("error: [3/4] RUN echo about-to-fail-output && exit 3 failed")
+            && last.contains("exit code: 3"),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("  | about-to-fail-output"), "{out:?}");
+    assert!(!out.stderr.contains("[4/4] RUN echo never"), "{out:?}");
+}
+
+#[test]
+fn auto_chooses_buildkit_unless_docker_buildkit_is_0() {
+    let mount = unique("imgpipe-auto").to_lowercase();
+    let dir = context(
+        &format!(
+            "FROM {}\nRUN --mount=type=cache,id={mount},target=/c touch /c/x && echo ok > /ok\n",
+            base()
+        ),
+        &[],
+    );
+    let image = unique("imgpipe-auto").to_lowercase();
+    let _cleanup = Images(vec![image.clone()]);
+    let out = tool("img-build")
+        .args(["--no-input", "--tag", &image])
+        .arg_path(dir.path())
+        .env_remove("DOCKER_BUILDKIT")
+        .run();
+    let doc = out.success().document();
+    assert_eq!(doc["build"]["builder"], "buildkit", "{out:?}");
+    assert!(out.stderr.contains("with BuildKit"), "{out:?}");
+
+    // As with the docker CLI, DOCKER_BUILDKIT=0 asks for the classic builder, which does not
+    // know RUN --mount: the build fails on that step.
+    let out = tool("img-build")
+        .args(["--no-input", "--tag", &image])
+        .arg_path(dir.path())
+        .env("DOCKER_BUILDKIT", "0")
+        .run();
+    out.code(65);
+    assert!(out.stderr.contains("with the classic builder"), "{out:?}");
+}
+
+/// The config JSON of `host/repo:tag` as the registry holds it (plain HTTP, the local registry).
+fn registry_config(reference: &str) -> String {
+    let (host, rest) = reference.split_once('/').unwrap();
+    let (repo, tag) = rest.rsplit_once(':').unwrap();
+    let curl = |path: &str| {
+        let out = Command::new("curl")
+            .args(["-fsS", "-H"])
+            .arg("Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+            .arg(format!("http://{host}/v2/{repo}/{path}"))
+            .output()
+            .expect("running curl");
+        assert!(out.status.success(), "{path}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_str(&curl(&format!("manifests/{tag}"))).unwrap();
+    let digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
+    curl(&format!("blobs/{digest}"))
+}
+
+#[test]
+fn buildkit_inline_cache_serves_cache_from_after_local_images_are_removed() {
+    let marker = unique("bk-cache-marker");
+    let dir = context(
+        &format!(
+            "FROM {}\nRUN echo {marker} > /one\nRUN echo two > /two\nCOPY app.txt /app.txt\n",
+            base()
+        ),
+        &[("app.txt", "app")],
+    );
+    let registry = service("IMGPIPE_REGISTRY");
+    let image = format!(
+        "{registry}/{}:cache",
+        unique("imgpipe-bkcache").to_lowercase()
+    );
+    let _cleanup = Images(vec![image.clone()]);
+    let first = tool("img-build")
+        .args(["--no-input", "--builder", "buildkit", "--tag", &image])
+        .arg_path(dir.path())
+        .run()
+        .success()
+        .document();
+    // Only the FROM of the local base image may count as cached: the marker is new.
+    assert!(
+        first["build"]["cached_steps"].as_u64().unwrap() <= 1,
+        "{first}"
+    );
+    let (ok, text) = docker(&["push", &image]);
+    assert!(ok, "{text}");
+    let (ok, text) = docker(&["image", "rm", &image]);
+    assert!(ok, "{text}");
+    // The pushed image carries BuildKit's inline cache in its config (the daemon's BuildKit
+    // cache is shared with other builds here, so it is not pruned to prove the point).
+    let config = registry_config(&image);
+    assert!(
+        config.contains("moby.buildkit.cache.v0"),
+        "no inline cache in the pushed config: {config}"
+    );
+
+    let out = tool("img-build")
+        .args(["--no-input", "--builder", "buildkit", "--tag", &image])
+        .args(["--cache-from", &image])
+        .arg_path(dir.path())
+        .run();
+    let second = out.success().document();
+    // The two RUN steps and the COPY; the FROM of the local base image is not counted as cached.
+    assert_eq!(second["build"]["steps"], 4, "{out:?}");
+    assert_eq!(
+        second["build"]["cached_steps"], 3,
+        "the RUN and COPY steps did not come from the cache: {out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("importing cache manifest from {image}")),
+        "{out:?}"
+    );
 }

@@ -5,6 +5,10 @@
 //! (`docker pull ...:latest || true; docker build --cache-from ...`). The context is streamed to
 //! the daemon from a writer thread through a small channel, so memory stays flat whatever its size.
 //!
+//! Two builders: the daemon's BuildKit through a session (`--builder buildkit`, preferred by
+//! `auto` when the daemon offers it; see `buildkit` for its progress) and the classic builder.
+//! Both get the same tar context as the request body.
+//!
 //! Writes the image document with `image_id` and a `build` object: the references applied, the
 //! context's entries, files, bytes and content hash, the steps (and how many came from cache)
 //! and the duration.
@@ -14,6 +18,9 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod buildkit;
+
+use bollard::models::{BuildInfoAux, ImageId};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, CreateImageOptionsBuilder, TagImageOptionsBuilder,
 };
@@ -29,7 +36,7 @@ use shared::exit::Code;
 use shared::{Document, Error, Result, info, verbose, warn};
 
 /// How many output lines of the failing step are shown with the error.
-const LAST_LINES: usize = 12;
+pub(crate) const LAST_LINES: usize = 12;
 
 /// The size of the chunks the context is sent in.
 const CHUNK: usize = 256 * 1024;
@@ -52,8 +59,13 @@ const CHUNK: usize = 256 * 1024;
   # What would be sent, and why node_modules/x is not
   img-build --no-input --explain-context --why node_modules/x .
 
-A failing build step exits with 65 (bad input: the Dockerfile or the sources), after its last
-output lines."
+  # The classic builder, whatever the daemon offers
+  img-build --no-input --builder classic --tag my-app:dev .
+
+BuildKit (the default when the daemon offers it) gets BUILDKIT_INLINE_CACHE=1, so a pushed image
+serves as --cache-from for the next build. Secrets (RUN --mount=type=secret) are not supported:
+see docs/img-build.md. A failing build step exits with 65 (bad input: the Dockerfile or the
+sources), after its last output lines."
 )]
 pub struct Cli {
     /// The build context directory.
@@ -90,7 +102,7 @@ pub struct Cli {
     #[arg(long)]
     pub pull: bool,
 
-    /// Do not use the build cache.
+    /// Do not use the build cache (with BuildKit on Engine 20.10, cache mounts start empty too).
     #[arg(long)]
     pub no_cache: bool,
 
@@ -102,8 +114,8 @@ pub struct Cli {
     #[arg(long, value_name = "MODE")]
     pub network: Option<String>,
 
-    /// Which builder to use. BuildKit through a session is not available in this release: auto
-    /// uses the classic builder.
+    /// Which builder to use: auto takes the daemon's BuildKit when it offers it (Engine 18.09+
+    /// on Linux) and the classic builder otherwise, or as DOCKER_BUILDKIT=0|1 says.
     #[arg(long, value_enum, default_value = "auto")]
     pub builder: Builder,
 
@@ -130,12 +142,85 @@ pub struct Cli {
 /// The builder to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Builder {
-    /// The classic builder (BuildKit is not available through this release).
+    /// BuildKit when the daemon offers it, else the classic builder (with a note).
     Auto,
-    /// The daemon's BuildKit through a session (not available in this release).
+    /// The daemon's BuildKit through a session: cache mounts, inline cache, parallel stages.
     Buildkit,
     /// The classic (legacy) builder.
     Classic,
+}
+
+impl Builder {
+    /// The name written to the document.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Builder::Buildkit => "buildkit",
+            Builder::Classic | Builder::Auto => "classic",
+        }
+    }
+}
+
+/// The oldest Engine API version whose BuildKit builds through `/build` with a session
+/// (Engine 18.09).
+const BUILDKIT_MIN_API: (u32, u32) = (1, 39);
+
+/// Parses an API version `1.41` into its numbers.
+#[must_use]
+pub fn api_version(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.trim().split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// The builder to use, from the flag, `DOCKER_BUILDKIT` (as the docker CLI reads it: `0`/`false`
+/// is classic, `1`/`true` BuildKit) and what the daemon offers; `Err` with the reason when
+/// BuildKit is asked for but the daemon cannot give it. With `auto` and no BuildKit, the second
+/// value is the note to show.
+pub fn choose(
+    flag: Builder,
+    env: Option<&str>,
+    daemon: std::result::Result<(), String>,
+) -> std::result::Result<(Builder, Option<String>), String> {
+    let wanted = match (flag, env.map(|v| v.trim().to_ascii_lowercase())) {
+        (Builder::Auto, Some(v)) if v == "0" || v == "false" => Builder::Classic,
+        (Builder::Auto, Some(v)) if v == "1" || v == "true" => Builder::Buildkit,
+        (other, _) => other,
+    };
+    match (wanted, daemon) {
+        (Builder::Classic, _) => Ok((Builder::Classic, None)),
+        (Builder::Buildkit, Err(why)) => Err(why),
+        (Builder::Auto, Err(why)) => Ok((
+            Builder::Classic,
+            Some(format!("{why}; using the classic builder")),
+        )),
+        (Builder::Buildkit | Builder::Auto, Ok(())) => Ok((Builder::Buildkit, None)),
+    }
+}
+
+/// Whether the daemon offers BuildKit through the Engine API: a Linux daemon with API 1.39+.
+async fn daemon_buildkit(engine: &Engine) -> std::result::Result<(), String> {
+    let version = engine.client.version().await.map_err(|e| {
+        format!(
+            "the Docker daemon at {} did not say its version ({})",
+            engine.host,
+            chain(&e)
+        )
+    })?;
+    let os = version.os.unwrap_or_default();
+    let api = version.api_version.unwrap_or_default();
+    if !os.eq_ignore_ascii_case("linux") {
+        return Err(format!(
+            "the Docker daemon at {} runs on {os}, where BuildKit is not offered",
+            engine.host
+        ));
+    }
+    match api_version(&api) {
+        Some(v) if v >= BUILDKIT_MIN_API => Ok(()),
+        _ => Err(format!(
+            "the Docker daemon at {} speaks API {api}; BuildKit needs 1.39 (Engine 18.09) or newer",
+            engine.host
+        )),
+    }
 }
 
 impl shared::cli::Cli for Cli {
@@ -153,18 +238,26 @@ fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
 
 /// Runs the tool: one build per input document.
 pub fn run(cli: &Cli) -> Result<Code> {
-    if cli.builder == Builder::Buildkit {
-        return Err(Error::config(
-            "--builder buildkit is not available in this release of img-build",
-        )
-        .with_hint("use --builder classic (or auto); the README says what BuildKit needs"));
-    }
     shared::cli::runtime()?.block_on(async {
         if cli.explain_context || !cli.why.is_empty() {
             return shared::cli::pipeline(&cli.common, |doc| async { explain(cli, doc) }).await;
         }
         let engine = Engine::connect().await?;
-        shared::cli::pipeline(&cli.common, |doc| build(cli, &engine, doc)).await
+        let daemon = if cli.builder == Builder::Classic {
+            Ok(())
+        } else {
+            daemon_buildkit(&engine).await
+        };
+        let env = std::env::var("DOCKER_BUILDKIT").ok();
+        let (builder, note) = choose(cli.builder, env.as_deref(), daemon).map_err(|why| {
+            Error::config(format!("BuildKit was asked for, but {why}")).with_hint(
+                "use --builder classic (or auto, which falls back to it) and unset DOCKER_BUILDKIT",
+            )
+        })?;
+        if let Some(note) = note {
+            info!("note: {note}");
+        }
+        shared::cli::pipeline(&cli.common, |doc| build(cli, &engine, builder, doc)).await
     })
 }
 
@@ -507,7 +600,76 @@ pub fn plain(line: &str) -> String {
     out
 }
 
-async fn build(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document> {
+/// A session id for a BuildKit build: unique per process and build.
+fn session_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("img-build-{}-{nanos:x}", std::process::id())
+}
+
+/// The build argument that makes BuildKit write its cache metadata into the image, so the image
+/// can serve as `--cache-from` for later builds.
+pub const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
+
+/// What one build request is made of.
+struct BuildRequest<'a> {
+    cli: &'a Cli,
+    builder: Builder,
+    dockerfile: &'a str,
+    args: &'a HashMap<String, String>,
+    labels: &'a HashMap<String, String>,
+    // bollard takes the cache images as a `&Vec`.
+    #[allow(clippy::ptr_arg)]
+    cache: &'a Vec<String>,
+    first: Option<&'a str>,
+    session: &'a str,
+}
+
+impl BuildRequest<'_> {
+    /// The `/build` query: BuildKit (version 2, with the session) or the classic builder.
+    fn options(&self) -> bollard::query_parameters::BuildImageOptions {
+        let mut options = BuildImageOptionsBuilder::new()
+            .dockerfile(self.dockerfile)
+            .rm(true)
+            .nocache(self.cli.no_cache)
+            .buildargs(self.args)
+            .labels(self.labels);
+        options = if self.builder == Builder::Buildkit {
+            options
+                .version(BuilderVersion::BuilderBuildKit)
+                .session(self.session)
+        } else {
+            options.version(BuilderVersion::BuilderV1)
+        };
+        if let Some(first) = self.first {
+            options = options.t(first);
+        }
+        if !self.cache.is_empty() {
+            options = options.cachefrom(self.cache);
+        }
+        if self.cli.pull {
+            options = options.pull("1");
+        }
+        if let Some(target) = &self.cli.target {
+            options = options.target(target);
+        }
+        if let Some(platform) = &self.cli.platform {
+            options = options.platform(platform);
+        }
+        if let Some(network) = &self.cli.network {
+            options = options.networkmode(network);
+        }
+        options.build()
+    }
+}
+
+async fn build(
+    cli: &Cli,
+    engine: &Engine,
+    builder: Builder,
+    mut doc: Document,
+) -> Result<Document> {
     let started = Instant::now();
     let ctx = open_context(cli)?;
     let refs = references(&doc, &cli.tags);
@@ -515,43 +677,39 @@ async fn build(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document
         .iter()
         .map(|r| split_reference(r))
         .collect::<Result<_>>()?;
-    let args = build_args(&cli.build_args, |key| std::env::var(key).ok())?;
+    let mut args = build_args(&cli.build_args, |key| std::env::var(key).ok())?;
+    if builder == Builder::Buildkit {
+        args.entry(INLINE_CACHE_ARG.to_owned())
+            .or_insert_with(|| "1".to_owned());
+    }
     let labels = labels(cli, &doc);
     let cache = prepare_cache(engine, &cli.cache_from).await;
 
-    let mut options = BuildImageOptionsBuilder::new()
-        .dockerfile(ctx.dockerfile_name())
-        .rm(true)
-        .nocache(cli.no_cache)
-        .buildargs(&args)
-        .labels(&labels)
-        .version(BuilderVersion::BuilderV1);
-    if let Some(first) = refs.first() {
-        options = options.t(first);
+    let session = session_id();
+    let options = BuildRequest {
+        cli,
+        builder,
+        dockerfile: ctx.dockerfile_name(),
+        args: &args,
+        labels: &labels,
+        cache: &cache,
+        first: refs.first().map(String::as_str),
+        session: &session,
     }
-    if !cache.is_empty() {
-        options = options.cachefrom(&cache);
-    }
-    if cli.pull {
-        options = options.pull("1");
-    }
-    if let Some(target) = &cli.target {
-        options = options.target(target);
-    }
-    if let Some(platform) = &cli.platform {
-        options = options.platform(platform);
-    }
-    if let Some(network) = &cli.network {
-        options = options.networkmode(network);
-    }
+    .options();
 
     info!(
-        "building {} (context {}, Dockerfile {}) with the classic builder",
+        "building {} (context {}, Dockerfile {}) with {}",
         refs.first().map_or("an untagged image", String::as_str),
         ctx.root().display(),
-        ctx.dockerfile_name()
+        ctx.dockerfile_name(),
+        if builder == Builder::Buildkit {
+            "BuildKit"
+        } else {
+            "the classic builder"
+        }
     );
-    let (image_id, progress, summary) = stream_build(engine, &ctx, options.build()).await?;
+    let (image_id, progress, summary) = stream_build(engine, &ctx, options).await?;
 
     for (reference, (repo, tag)) in refs.iter().zip(&split).skip(1) {
         let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
@@ -577,7 +735,7 @@ async fn build(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document
     );
 
     let mut build = object(&doc, "build");
-    build.insert("builder".to_owned(), json!("classic"));
+    build.insert("builder".to_owned(), json!(builder.name()));
     build.insert("references".to_owned(), json!(refs));
     build.insert("steps".to_owned(), json!(progress.steps));
     build.insert("cached_steps".to_owned(), json!(progress.cached));
@@ -628,6 +786,7 @@ async fn stream_build(
         .client
         .build_image(options, None, Some(bollard::body_try_stream(body)));
     let mut progress = Progress::default();
+    let mut trace = buildkit::Trace::default();
     let mut image_id: Option<String> = None;
     let mut failure: Option<Error> = None;
     while let Some(item) = stream.next().await {
@@ -638,18 +797,26 @@ async fn stream_build(
                         info!("{line}");
                     }
                 }
-                if let Some(id) = info.aux.as_ref().and_then(|aux| aux.id.as_ref()) {
-                    image_id = Some(id.clone());
+                match &info.aux {
+                    Some(BuildInfoAux::Default(ImageId { id: Some(id) })) => {
+                        image_id = Some(id.clone());
+                    }
+                    Some(BuildInfoAux::BuildKit(status)) => {
+                        for line in trace.feed(status) {
+                            info!("{line}");
+                        }
+                    }
+                    _ => {}
                 }
                 let message = info.error_detail.as_ref().and_then(|d| d.message.clone());
                 if let Some(message) = message {
-                    failure = Some(step_failed(&mut progress, &message));
+                    failure = Some(step_failed(&mut progress, &trace, &message));
                     break;
                 }
             }
             // The daemon's report of a failed step arrives as a stream error.
             Err(bollard::errors::Error::DockerStreamError { error }) => {
-                failure = Some(step_failed(&mut progress, &error));
+                failure = Some(step_failed(&mut progress, &trace, &error));
                 break;
             }
             Err(e) => {
@@ -687,11 +854,25 @@ async fn stream_build(
         ));
     };
 
+    if trace.steps > 0 {
+        progress.steps = trace.steps;
+        progress.cached = trace.cached;
+    }
     Ok((image_id, progress, summary))
 }
 
-fn step_failed(progress: &mut Progress, message: &str) -> Error {
+fn step_failed(progress: &mut Progress, trace: &buildkit::Trace, message: &str) -> Error {
     let message = shared::cli::one_line(message);
+    if let Some(failed) = trace.failure() {
+        if !failed.last.is_empty() {
+            warn!("last output of {}:", failed.step);
+            for line in &failed.last {
+                warn!("  | {line}");
+            }
+        }
+        return Error::data(format!("{} failed: {message}", failed.step))
+            .with_hint("fix the step or the sources it uses; its last output lines are above");
+    }
     let Some(step) = progress.step.clone() else {
         return Error::data(format!("the build failed before its first step: {message}"))
             .with_hint("check the Dockerfile and the build arguments");
@@ -847,6 +1028,51 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(plain(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn api_versions_parse() {
+        assert_eq!(api_version("1.41"), Some((1, 41)));
+        assert_eq!(api_version(" 1.39 "), Some((1, 39)));
+        assert_eq!(api_version("2"), None);
+        assert_eq!(api_version("x.1"), None);
+        assert!(api_version("1.41").expect("valid") >= BUILDKIT_MIN_API);
+        assert!(api_version("1.38").expect("valid") < BUILDKIT_MIN_API);
+    }
+
+    #[test]
+    fn the_builder_follows_the_flag_the_environment_and_the_daemon() {
+        use Builder::{Auto, Buildkit, Classic};
+        // The flag, DOCKER_BUILDKIT, whether the daemon offers BuildKit; the builder and
+        // whether a note is shown, or an error.
+        type Case = (
+            Builder,
+            Option<&'static str>,
+            bool,
+            std::result::Result<(Builder, bool), ()>,
+        );
+        let yes = || Ok(());
+        let no = || Err("no BuildKit here".to_owned());
+        let cases: Vec<Case> = vec![
+            (Auto, None, true, Ok((Buildkit, false))),
+            (Auto, None, false, Ok((Classic, true))),
+            (Auto, Some("0"), true, Ok((Classic, false))),
+            (Auto, Some("false"), true, Ok((Classic, false))),
+            (Auto, Some("1"), true, Ok((Buildkit, false))),
+            (Auto, Some("1"), false, Err(())),
+            (Auto, Some(""), false, Ok((Classic, true))),
+            (Buildkit, None, true, Ok((Buildkit, false))),
+            (Buildkit, Some("0"), true, Ok((Buildkit, false))),
+            (Buildkit, None, false, Err(())),
+            (Classic, Some("1"), true, Ok((Classic, false))),
+            (Classic, None, false, Ok((Classic, false))),
+        ];
+        for (flag, env, daemon, want) in cases {
+            let got = choose(flag, env, if daemon { yes() } else { no() })
+                .map(|(builder, note)| (builder, note.is_some()))
+                .map_err(|_| ());
+            assert_eq!(got, want, "{flag:?} {env:?} {daemon}");
         }
     }
 
