@@ -48,7 +48,10 @@ pub trait Cli: clap::Parser {
 /// The `main` of every tool: parses the command line into `C`, runs `run`, and exits with its code.
 pub fn main<C: Cli>(tool: &'static str, run: fn(&C) -> Result<Code>) -> ExitCode {
     let command = command::<C>();
-    let matches = command.clone().arg(generate::arg()).get_matches();
+    let matches = match command.clone().arg(generate::arg()).try_get_matches() {
+        Ok(matches) => matches,
+        Err(err) => return usage_error(tool, &err),
+    };
     if let Some(kind) = matches.get_one::<generate::Kind>(generate::ARG) {
         log::init(tool, false, 0);
         return match generate::write(*kind, command, &mut std::io::stdout().lock()) {
@@ -61,7 +64,7 @@ pub fn main<C: Cli>(tool: &'static str, run: fn(&C) -> Result<Code>) -> ExitCode
     }
     let cli = match C::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(err) => err.exit(),
+        Err(err) => return usage_error(tool, &err),
     };
     log::init(tool, cli.common().quiet, cli.common().verbose);
     install_panic_hook();
@@ -95,6 +98,29 @@ pub fn report(err: &Error) {
         log::Level::Error,
         format_args!("{}", one_line(&err.to_string())),
     );
+}
+
+/// Ends a run whose command line clap refused: `--help` and `--version` print as clap prints
+/// them; a usage error becomes the one line every other error is (`tool: error: ... (see tool
+/// --help)`), exit 2.
+fn usage_error(tool: &'static str, err: &clap::Error) -> ExitCode {
+    if !err.use_stderr() {
+        err.exit();
+    }
+    log::init(tool, false, 0);
+    // clap's first paragraph says what is wrong (a list of missing arguments continues it on
+    // indented lines); the usage and the "try --help" line after it are left for --help.
+    let rendered = err.render().to_string();
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .skip_while(|line| line.is_empty())
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let text = paragraph.join(" ");
+    let message = text.strip_prefix("error: ").unwrap_or(&text);
+    report(&Error::new(exit::USAGE, message).with_hint(format!("see {tool} --help")));
+    exit::USAGE.into()
 }
 
 /// Folds a message onto one line: libraries' multi-line texts become `; `-separated parts.

@@ -240,9 +240,19 @@ fn help_lists_the_exit_codes() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let out = tool("ecr-repo").args(["--no-such-flag"]).run();
-    assert_eq!(out.code, Some(2), "{out:?}");
-    assert_eq!(out.stdout, "");
+    // One line, like every other error: what is wrong, and where the usage is.
+    tool("ecr-repo").args(["--no-such-flag"]).run().fails(
+        2,
+        &["unexpected argument '--no-such-flag'", "ecr-repo --help"],
+    );
+    tool("img-tag").args(["--repository"]).run().fails(
+        2,
+        &["a value is required for '--repository", "img-tag --help"],
+    );
+    // --help and --version are answers, not errors: stdout, exit 0.
+    let help = tool("scan-gate").args(["--help"]).run();
+    assert_eq!(help.code, Some(0), "{help:?}");
+    assert!(help.stdout.contains("Usage: scan-gate"), "{help:?}");
 }
 
 #[test]
