@@ -110,6 +110,106 @@ fn brings_an_existing_repository_in_line() {
 }
 
 #[test]
+fn tag_mutability_takes_exception_filters() {
+    let name = unique("repo-except");
+    let args = [
+        "--repository",
+        &name,
+        "--tag-mutability",
+        "immutable",
+        "--mutability-exception",
+        "latest",
+        "--mutability-exception",
+        "dev-*",
+    ];
+    let doc = tool("ecr-repo").args(args).run().success().document();
+    let settings = &doc["repository_settings"];
+    assert_eq!(settings["tag_mutability"], "IMMUTABLE_WITH_EXCLUSION");
+    assert_eq!(
+        settings["mutability_exceptions"],
+        serde_json::json!(["latest", "dev-*"])
+    );
+    let seen = describe(&name);
+    assert_eq!(seen["imageTagMutability"], "IMMUTABLE_WITH_EXCLUSION");
+    assert_eq!(
+        seen["imageTagMutabilityExclusionFilters"],
+        serde_json::json!([
+            {"filterType": "WILDCARD", "filter": "latest"},
+            {"filterType": "WILDCARD", "filter": "dev-*"}
+        ])
+    );
+
+    // The same flags in another order change nothing.
+    let mut reordered = args;
+    reordered.swap(5, 7);
+    let again = tool("ecr-repo").args(reordered).run().success().document();
+    assert_eq!(
+        again["repository_settings"]["changed"],
+        serde_json::json!([])
+    );
+
+    // Dropping the exceptions makes every tag immutable.
+    let plain = tool("ecr-repo")
+        .args(["--repository", &name, "--tag-mutability", "immutable"])
+        .run()
+        .success()
+        .document();
+    assert_eq!(
+        plain["repository_settings"]["changed"],
+        serde_json::json!(["tag_mutability=IMMUTABLE"])
+    );
+    let seen = describe(&name);
+    assert_eq!(seen["imageTagMutability"], "IMMUTABLE");
+
+    // Mutable with fixed release tags.
+    let fixed = tool("ecr-repo")
+        .args([
+            "--repository",
+            &name,
+            "--tag-mutability",
+            "mutable",
+            "--mutability-exception",
+            "v*",
+        ])
+        .run()
+        .success()
+        .document();
+    assert_eq!(
+        fixed["repository_settings"]["changed"],
+        serde_json::json!(["tag_mutability=MUTABLE_WITH_EXCLUSION except v*"])
+    );
+    assert_eq!(
+        describe(&name)["imageTagMutabilityExclusionFilters"],
+        serde_json::json!([{"filterType": "WILDCARD", "filter": "v*"}])
+    );
+
+    // ECR's filter grammar and limits are checked before any call.
+    tool("ecr-repo")
+        .args([
+            "--repository",
+            &name,
+            "--tag-mutability",
+            "immutable",
+            "--mutability-exception",
+            "feature/x",
+        ])
+        .run()
+        .fails(2, &["'feature/x' has '/'"]);
+    let mut six = vec!["--repository", &name, "--tag-mutability", "immutable"];
+    for pattern in ["a*", "b*", "c*", "d*", "e*", "f*"] {
+        six.extend(["--mutability-exception", pattern]);
+    }
+    tool("ecr-repo")
+        .args(six)
+        .run()
+        .fails(2, &["6 --mutability-exception patterns", "at most 5"]);
+    assert_eq!(
+        describe(&name)["imageTagMutabilityExclusionFilters"],
+        serde_json::json!([{"filterType": "WILDCARD", "filter": "v*"}])
+    );
+}
+
+#[test]
 fn encryption_cannot_change_after_creation() {
     let name = unique("repo-kms");
     tool("ecr-repo")

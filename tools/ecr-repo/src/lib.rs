@@ -12,7 +12,7 @@ use aws_sdk_ecr::Client;
 use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError;
 use aws_sdk_ecr::types::{
     EncryptionConfiguration, EncryptionType, ImageScanningConfiguration, ImageTagMutability,
-    Repository, Tag,
+    ImageTagMutabilityExclusionFilter, ImageTagMutabilityExclusionFilterType, Repository, Tag,
 };
 use clap::Parser;
 use serde_json::json;
@@ -35,6 +35,10 @@ use shared::iam;
 
   # Immutable tags and a cost-centre tag; print only the repository URI
   ecr-repo --repository team/api --tag-mutability immutable --tag cc=42 --field repository_uri
+
+  # Immutable release tags, but latest and dev-* may move
+  ecr-repo --repository my-app --tag-mutability immutable --mutability-exception latest \
+    --mutability-exception 'dev-*'
 
   # Several repositories at once: one document each
   ecr-repo --repository api --repository web
@@ -65,6 +69,12 @@ pub struct Cli {
     /// Whether a tag, once pushed, may point at another image later (new repositories: mutable).
     #[arg(long, value_enum, value_name = "MODE")]
     pub tag_mutability: Option<Mutability>,
+
+    /// A tag pattern exempt from --tag-mutability (repeatable, up to 5; `*` matches any
+    /// characters): with immutable, matching tags may move (latest, dev-*); with mutable,
+    /// matching tags are fixed once pushed (v*). Without it, --tag-mutability has no exceptions.
+    #[arg(long, value_name = "PATTERN", requires = "tag_mutability", value_parser = parse_exception)]
+    pub mutability_exception: Vec<String>,
 
     /// Encryption of a new repository: aes256 (the default) or kms. Fixed once created.
     #[arg(long, value_enum, value_name = "TYPE")]
@@ -118,12 +128,34 @@ pub enum Encryption {
 }
 
 impl Mutability {
-    fn api(self) -> ImageTagMutability {
-        match self {
-            Mutability::Mutable => ImageTagMutability::Mutable,
-            Mutability::Immutable => ImageTagMutability::Immutable,
+    /// The API's mode: the plain one, or its `_WITH_EXCLUSION` form when tags are exempt.
+    fn api(self, with_exceptions: bool) -> ImageTagMutability {
+        match (self, with_exceptions) {
+            (Mutability::Mutable, false) => ImageTagMutability::Mutable,
+            (Mutability::Mutable, true) => ImageTagMutability::MutableWithExclusion,
+            (Mutability::Immutable, false) => ImageTagMutability::Immutable,
+            (Mutability::Immutable, true) => ImageTagMutability::ImmutableWithExclusion,
         }
     }
+}
+
+/// The most exception filters ECR takes on one repository.
+const MAX_EXCEPTIONS: usize = 5;
+
+/// Checks a tag-mutability exception as ECR does: 1-128 characters of `0-9 a-z A-Z . _ * -`.
+fn parse_exception(text: &str) -> std::result::Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '*' | '-');
+    if text.is_empty() || text.len() > 128 {
+        return Err(format!(
+            "'{text}' must be 1 to 128 characters long (ECR's limit for a tag filter)"
+        ));
+    }
+    if let Some(bad) = text.chars().find(|c| !allowed(*c)) {
+        return Err(format!(
+            "'{text}' has '{bad}': a tag filter takes letters, digits, '.', '_', '-' and the wildcard '*'"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 impl Encryption {
@@ -144,6 +176,37 @@ fn parse_tag(text: &str) -> std::result::Result<(String, String), String> {
 }
 
 impl Cli {
+    /// The tag mutability asked for, in the API's form, with its exception filters in the
+    /// order given.
+    fn mutability(&self) -> Option<(ImageTagMutability, Vec<String>)> {
+        let mut exceptions: Vec<String> = Vec::new();
+        for pattern in &self.mutability_exception {
+            if !exceptions.contains(pattern) {
+                exceptions.push(pattern.clone());
+            }
+        }
+        self.tag_mutability
+            .map(|m| (m.api(!exceptions.is_empty()), exceptions))
+    }
+
+    /// Refuses what ECR would refuse about the flags, before any call.
+    fn check(&self) -> Result<()> {
+        if self
+            .mutability()
+            .is_some_and(|(_, e)| e.len() > MAX_EXCEPTIONS)
+        {
+            return Err(Error::new(
+                shared::exit::USAGE,
+                format!(
+                    "{} --mutability-exception patterns given; ECR takes at most {MAX_EXCEPTIONS}",
+                    self.mutability_exception.len()
+                ),
+            )
+            .with_hint("combine them with wildcards, e.g. dev-* instead of dev-a and dev-b"));
+        }
+        Ok(())
+    }
+
     fn scan_on_push(&self) -> Option<bool> {
         if self.scan_on_push {
             Some(true)
@@ -157,6 +220,7 @@ impl Cli {
 
 /// Runs `ecr-repo`.
 pub fn run(cli: &Cli) -> Result<Code> {
+    cli.check()?;
     shared::cli::runtime()?.block_on(async {
         let aws = Aws::load(&cli.aws).await?;
         let ecr = aws.ecr();
@@ -283,15 +347,9 @@ async fn ensure(cli: &Cli, aws: &Aws, ecr: &Client, mut doc: Document) -> Result
             .image_scanning_configuration()
             .is_some_and(ImageScanningConfiguration::scan_on_push),
     };
-    let mutability = cli.tag_mutability.map_or_else(
-        || {
-            repository
-                .image_tag_mutability()
-                .map_or("MUTABLE", ImageTagMutability::as_str)
-                .to_owned()
-        },
-        |m| m.api().as_str().to_owned(),
-    );
+    let (mutability, exceptions) = cli
+        .mutability()
+        .unwrap_or_else(|| current_mutability(&repository));
     let encryption = repository
         .encryption_configuration()
         .map_or("AES256", |e| e.encryption_type().as_str());
@@ -301,7 +359,8 @@ async fn ensure(cli: &Cli, aws: &Aws, ecr: &Client, mut doc: Document) -> Result
             "created": created,
             "changed": changed,
             "scan_on_push": scan,
-            "tag_mutability": mutability,
+            "tag_mutability": mutability.as_str(),
+            "mutability_exceptions": exceptions,
             "encryption": encryption,
         }),
     );
@@ -343,8 +402,14 @@ async fn create(aws: &Aws, ecr: &Client, cli: &Cli, name: &str) -> Result<Reposi
                 .scan_on_push(cli.scan_on_push().unwrap_or(true))
                 .build(),
         )
-        .image_tag_mutability(cli.tag_mutability.unwrap_or(Mutability::Mutable).api())
         .encryption_configuration(encryption);
+    if let Some((mode, exceptions)) = cli.mutability() {
+        request = request
+            .image_tag_mutability(mode)
+            .set_image_tag_mutability_exclusion_filters(exception_filters(&exceptions)?);
+    } else {
+        request = request.image_tag_mutability(ImageTagMutability::Mutable);
+    }
     for (key, value) in &cli.tags {
         request = request.tags(api_tag(key, value)?);
     }
@@ -355,6 +420,54 @@ async fn create(aws: &Aws, ecr: &Client, cli: &Cli, name: &str) -> Result<Reposi
             .ok_or_else(|| Error::unavailable("CreateRepository answered without the repository")),
         Err(err) => Err(aws.error(&format!("creating repository {name}"), &err)),
     }
+}
+
+/// A repository's tag mutability and its exception filters, as ECR describes them.
+fn current_mutability(repository: &Repository) -> (ImageTagMutability, Vec<String>) {
+    let mode = repository
+        .image_tag_mutability()
+        .cloned()
+        .unwrap_or(ImageTagMutability::Mutable);
+    let exceptions = repository
+        .image_tag_mutability_exclusion_filters()
+        .iter()
+        .map(|f| f.filter().to_owned())
+        .collect();
+    (mode, exceptions)
+}
+
+/// Whether two tag mutabilities are the same: the mode, and the exceptions in any order.
+fn same_mutability(
+    a: &(ImageTagMutability, Vec<String>),
+    b: &(ImageTagMutability, Vec<String>),
+) -> bool {
+    let sorted = |list: &[String]| {
+        let mut list = list.to_vec();
+        list.sort();
+        list.dedup();
+        list
+    };
+    a.0 == b.0 && sorted(&a.1) == sorted(&b.1)
+}
+
+/// The API's exclusion filters for `exceptions`, or none (the field left out) when empty.
+fn exception_filters(
+    exceptions: &[String],
+) -> Result<Option<Vec<ImageTagMutabilityExclusionFilter>>> {
+    if exceptions.is_empty() {
+        return Ok(None);
+    }
+    exceptions
+        .iter()
+        .map(|pattern| {
+            ImageTagMutabilityExclusionFilter::builder()
+                .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                .filter(pattern)
+                .build()
+                .map_err(|e| Error::internal(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 fn api_tag(key: &str, value: &str) -> Result<Tag> {
@@ -415,17 +528,27 @@ async fn update(
             changed.push(format!("scan_on_push={scan}"));
         }
     }
-    if let Some(mutability) = cli.tag_mutability
-        && existing.image_tag_mutability() != Some(&mutability.api())
+    if let Some(wanted) = cli.mutability()
+        && !same_mutability(&current_mutability(existing), &wanted)
     {
+        let (mode, exceptions) = wanted;
         ecr.put_image_tag_mutability()
             .repository_name(name)
             .set_registry_id(cli.registry_id.clone())
-            .image_tag_mutability(mutability.api())
+            .image_tag_mutability(mode.clone())
+            .set_image_tag_mutability_exclusion_filters(exception_filters(&exceptions)?)
             .send()
             .await
             .map_err(|e| aws.error(&format!("setting tag mutability for {name}"), &e))?;
-        changed.push(format!("tag_mutability={}", mutability.api().as_str()));
+        if exceptions.is_empty() {
+            changed.push(format!("tag_mutability={}", mode.as_str()));
+        } else {
+            changed.push(format!(
+                "tag_mutability={} except {}",
+                mode.as_str(),
+                exceptions.join(",")
+            ));
+        }
     }
     if !cli.tags.is_empty() {
         let arn = existing.repository_arn().unwrap_or_default();
@@ -473,6 +596,49 @@ mod tests {
         assert_eq!(parse_tag("empty="), Ok(("empty".into(), String::new())));
         assert!(parse_tag("novalue").is_err());
         assert!(parse_tag("=x").is_err());
+    }
+
+    #[test]
+    fn exceptions_follow_ecrs_filter_grammar() {
+        assert_eq!(parse_exception("dev-*"), Ok("dev-*".into()));
+        assert_eq!(parse_exception("v1.2_rc"), Ok("v1.2_rc".into()));
+        assert!(parse_exception("").is_err());
+        assert!(parse_exception(&"a".repeat(129)).is_err());
+        assert!(parse_exception("feature/x").unwrap_err().contains("'/'"));
+    }
+
+    #[test]
+    fn exceptions_pick_the_with_exclusion_mode() {
+        let cli = Cli::parse_from(["ecr-repo", "--tag-mutability", "immutable"]);
+        assert_eq!(
+            cli.mutability(),
+            Some((ImageTagMutability::Immutable, vec![]))
+        );
+        let cli = Cli::parse_from([
+            "ecr-repo",
+            "--tag-mutability",
+            "mutable",
+            "--mutability-exception",
+            "v*",
+            "--mutability-exception",
+            "release-*",
+            "--mutability-exception",
+            "v*",
+        ]);
+        assert_eq!(
+            cli.mutability(),
+            Some((
+                ImageTagMutability::MutableWithExclusion,
+                vec!["v*".to_owned(), "release-*".to_owned()]
+            ))
+        );
+        assert!(Cli::try_parse_from(["ecr-repo", "--mutability-exception", "x"]).is_err());
+        let mut args = vec!["ecr-repo", "--tag-mutability", "immutable"];
+        let patterns = ["a", "b", "c", "d", "e", "f"];
+        for p in &patterns {
+            args.extend(["--mutability-exception", p]);
+        }
+        assert!(Cli::parse_from(args).check().is_err());
     }
 
     #[test]
