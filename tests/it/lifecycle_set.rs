@@ -355,5 +355,23 @@ fn preview_of_the_repository_images() {
         out.stderr.contains("preview API is not available"),
         "{out:?}"
     );
+    // Without ECR's answer there is nothing to compare with.
+    assert!(preview.get("ecr").is_none(), "{preview}");
     assert_eq!(policy_text(&name), None, "a preview applies nothing");
+
+    // --ecr-preview-timeout 0 does not ask ECR at all.
+    let out = tool("lifecycle-set")
+        .args([
+            "--repository",
+            &name,
+            "--preview",
+            "--ecr-preview-timeout",
+            "0",
+            "--rule",
+            "prefix=v count>1",
+        ])
+        .run();
+    let doc = out.success().document();
+    assert_eq!(doc["lifecycle"]["preview"]["expire"], 2);
+    assert!(!out.stderr.contains("preview API"), "{out:?}");
 }

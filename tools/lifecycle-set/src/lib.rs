@@ -28,7 +28,7 @@ use shared::exit::{self, Code};
 use shared::{Document, Error, Result, info, verbose, warn};
 
 use crate::policy::{Policy, StorageClass};
-use crate::preview::Image;
+use crate::preview::{EcrAction, Image, Outcome};
 
 /// Build, check, apply and preview an ECR repository's lifecycle policy.
 #[derive(Parser, Debug)]
@@ -110,6 +110,12 @@ pub struct Cli {
     /// Evaluate the preview as of this time (RFC 3339), instead of now.
     #[arg(long, value_name = "TIME", value_parser = parse_now, requires = "preview")]
     pub now: Option<DateTime<Utc>>,
+
+    /// How long to wait for ECR's own preview (StartLifecyclePolicyPreview) to compare with
+    /// the local evaluation; 0 skips it. Where ECR has no preview API, the local evaluation
+    /// stands alone and the tool says so.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = shared::duration::parse)]
+    pub ecr_preview_timeout: std::time::Duration,
 
     /// Account that owns the registry (default: the caller's account).
     #[arg(long, value_name = "ACCOUNT")]
@@ -379,6 +385,7 @@ impl Job<'_> {
 
     async fn preview(&self, name: Option<&str>) -> Result<(Value, Vec<String>)> {
         let now = self.cli.now.unwrap_or_else(Utc::now);
+        let mut ecr_preview = None;
         let (images, source) = if let Some(images) = self.images {
             (images.to_vec(), "images file")
         } else {
@@ -388,7 +395,7 @@ impl Job<'_> {
                 )
             })?;
             let (aws, ecr) = self.services()?;
-            self.ecr_preview_available(aws, ecr, name).await;
+            ecr_preview = self.ecr_preview(aws, ecr, name).await;
             (
                 describe_images(aws, ecr, name, self.cli.registry_id.as_deref()).await?,
                 "DescribeImages",
@@ -407,7 +414,24 @@ impl Job<'_> {
         for warning in &result.warnings {
             warn!("{warning}");
         }
-        let value = preview::to_value(&result, source, now);
+        let mut value = preview::to_value(&result, source, now);
+        if let Some(ecr) = ecr_preview {
+            let differences = preview::differences(&result, &ecr);
+            for d in &differences {
+                warn!(
+                    "ECR's preview says {} for {} (rule {}), the local evaluation {} (rule {}): ECR's answer is what will happen",
+                    d.ecr.0.as_str(),
+                    preview::short(&d.digest),
+                    d.ecr.1.map_or("-".to_owned(), |r| r.to_string()),
+                    d.local.0.as_str(),
+                    d.local.1.map_or("-".to_owned(), |r| r.to_string()),
+                );
+            }
+            if differences.is_empty() {
+                info!("ECR's own preview agrees with the local evaluation");
+            }
+            value["ecr"] = preview::ecr_value(&ecr, &differences);
+        }
         info!(
             "preview{}: {} images; {} expire, {} archive, {} keep (not applied)",
             name.map(|n| format!(" of {n}")).unwrap_or_default(),
@@ -419,10 +443,15 @@ impl Job<'_> {
         Ok((value, result.warnings))
     }
 
-    /// Asks for ECR's own preview, to say plainly when it is not there (the local ECR API
-    /// server has none): the preview shown is always the local evaluation, which is
-    /// deterministic and needs no waiting.
-    async fn ecr_preview_available(&self, aws: &Aws, ecr: &Client, name: &str) {
+    /// ECR's own preview of the policy, when ECR offers one within `--ecr-preview-timeout`:
+    /// the images its rules act on (every page). `None`, said plainly, where the API is not
+    /// there (the local ECR API server has none), fails, or takes too long; the local
+    /// evaluation then stands alone.
+    async fn ecr_preview(&self, aws: &Aws, ecr: &Client, name: &str) -> Option<Vec<EcrAction>> {
+        let timeout = self.cli.ecr_preview_timeout;
+        if timeout.is_zero() {
+            return None;
+        }
         let started = ecr
             .start_lifecycle_policy_preview()
             .repository_name(name)
@@ -430,15 +459,84 @@ impl Job<'_> {
             .lifecycle_policy_text(self.policy.text())
             .send()
             .await;
-        match started {
-            Ok(_) => verbose!(
-                "ECR's lifecycle policy preview started for {name}; showing the local evaluation"
-            ),
-            Err(err) => info!(
+        if let Err(err) = started {
+            info!(
                 "ECR's lifecycle policy preview API is not available at {} ({}); evaluating locally with ECR's documented rules",
                 aws.endpoint(),
                 shared::cli::one_line(&aws.error("starting the preview", &err).to_string())
-            ),
+            );
+            return None;
+        }
+        verbose!("ECR's lifecycle policy preview started for {name}");
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.ecr_preview_results(ecr, name).await {
+                Ok(Some(actions)) => return Some(actions),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                }
+                Ok(None) => {
+                    warn!(
+                        "ECR's preview for {name} did not finish within {}; showing the local evaluation alone",
+                        shared::duration::show(timeout)
+                    );
+                    return None;
+                }
+                Err(message) => {
+                    warn!("{message}; showing the local evaluation alone");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Every page of a finished ECR preview; `Ok(None)` while it is still running.
+    async fn ecr_preview_results(
+        &self,
+        ecr: &Client,
+        name: &str,
+    ) -> std::result::Result<Option<Vec<EcrAction>>, String> {
+        use aws_sdk_ecr::types::{ImageActionType, LifecyclePolicyPreviewStatus};
+        let mut actions = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = ecr
+                .get_lifecycle_policy_preview()
+                .repository_name(name)
+                .set_registry_id(self.cli.registry_id.clone())
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "ECR's preview for {name} could not be read: {}",
+                        shared::cli::one_line(&shared::error::chain(&e))
+                    )
+                })?;
+            match page.status() {
+                Some(LifecyclePolicyPreviewStatus::Complete) => {}
+                Some(LifecyclePolicyPreviewStatus::InProgress) | None => return Ok(None),
+                Some(other) => {
+                    return Err(format!("ECR's preview for {name} ended {}", other.as_str()));
+                }
+            }
+            for result in page.preview_results() {
+                let outcome = match result.action().and_then(|a| a.r#type()) {
+                    Some(ImageActionType::Transition) => Outcome::Archive,
+                    _ => Outcome::Expire,
+                };
+                if let Some(digest) = result.image_digest() {
+                    actions.push(EcrAction {
+                        digest: digest.to_owned(),
+                        outcome,
+                        rule: result.applied_rule_priority().map(i64::from),
+                    });
+                }
+            }
+            match page.next_token() {
+                Some(next) => token = Some(next.to_owned()),
+                None => return Ok(Some(actions)),
+            }
         }
     }
 }

@@ -90,6 +90,78 @@ pub struct Preview {
     pub warnings: Vec<String>,
 }
 
+/// One image ECR's own preview (GetLifecyclePolicyPreview) says a rule acts on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EcrAction {
+    /// The image's digest.
+    pub digest: String,
+    /// Expire or Archive (ECR's EXPIRE and TRANSITION).
+    pub outcome: Outcome,
+    /// ECR's `appliedRulePriority`.
+    pub rule: Option<i64>,
+}
+
+/// An image on which ECR's preview and the local evaluation disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Difference {
+    /// The image's digest.
+    pub digest: String,
+    /// What ECR says happens to it, and by which rule.
+    pub ecr: (Outcome, Option<i64>),
+    /// What the local evaluation says, and by which rule.
+    pub local: (Outcome, Option<i64>),
+}
+
+/// Compares ECR's preview with the local evaluation. ECR lists only the images a rule acts
+/// on, so an image missing from its results is kept; a kept image's rule is not compared.
+#[must_use]
+pub fn differences(local: &Preview, ecr: &[EcrAction]) -> Vec<Difference> {
+    let acted: HashMap<&str, &EcrAction> = ecr.iter().map(|a| (a.digest.as_str(), a)).collect();
+    let mut out = Vec::new();
+    for decision in &local.decisions {
+        let theirs = acted
+            .get(decision.digest.as_str())
+            .map_or((Outcome::Keep, None), |a| (a.outcome, a.rule));
+        let ours = (decision.outcome, decision.rule);
+        let same = theirs.0 == ours.0 && (ours.0 == Outcome::Keep || theirs.1 == ours.1);
+        if !same {
+            out.push(Difference {
+                digest: decision.digest.clone(),
+                ecr: theirs,
+                local: ours,
+            });
+        }
+    }
+    let known: HashSet<&str> = local.decisions.iter().map(|d| d.digest.as_str()).collect();
+    for action in ecr {
+        if !known.contains(action.digest.as_str()) {
+            out.push(Difference {
+                digest: action.digest.clone(),
+                ecr: (action.outcome, action.rule),
+                local: (Outcome::Keep, None),
+            });
+        }
+    }
+    out
+}
+
+/// The `ecr` part of the preview output: ECR's counts and the images where it differs.
+#[must_use]
+pub fn ecr_value(ecr: &[EcrAction], differences: &[Difference]) -> Value {
+    let count = |o: Outcome| ecr.iter().filter(|a| a.outcome == o).count();
+    let side = |(outcome, rule): (Outcome, Option<i64>)| json!({"decision": outcome.as_str(), "rule": rule});
+    json!({
+        "expire": count(Outcome::Expire),
+        "archive": count(Outcome::Archive),
+        "agrees": differences.is_empty(),
+        "differences": differences.iter().map(|d| json!({
+            "digest": d.digest,
+            "ecr": side(d.ecr),
+            "local": side(d.local),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 fn age_days(now: DateTime<Utc>, then: DateTime<Utc>) -> i64 {
     (now - then).num_seconds().div_euclid(DAY)
 }
@@ -915,5 +987,54 @@ mod tests {
         ] {
             assert_eq!(is_protected_tag(tag), expected, "{tag}");
         }
+    }
+
+    #[test]
+    fn ecr_preview_differences_are_named() {
+        let decision = |digest: &str, outcome, rule| Decision {
+            digest: digest.into(),
+            tags: vec![],
+            outcome,
+            rule,
+            reason: String::new(),
+        };
+        let local = Preview {
+            decisions: vec![
+                decision("sha256:a", Outcome::Keep, Some(1)),
+                decision("sha256:b", Outcome::Expire, Some(2)),
+                decision("sha256:c", Outcome::Expire, Some(2)),
+                decision("sha256:d", Outcome::Archive, Some(3)),
+            ],
+            warnings: vec![],
+        };
+        let action = |digest: &str, outcome, rule| EcrAction {
+            digest: digest.into(),
+            outcome,
+            rule: Some(rule),
+        };
+        // ECR agrees: kept images are absent from its results.
+        let same = [
+            action("sha256:b", Outcome::Expire, 2),
+            action("sha256:c", Outcome::Expire, 2),
+            action("sha256:d", Outcome::Archive, 3),
+        ];
+        assert!(differences(&local, &same).is_empty());
+        assert_eq!(ecr_value(&same, &[])["agrees"], true);
+        // ECR keeps c, expires a, names another rule for d, and knows an image we do not.
+        let other = [
+            action("sha256:a", Outcome::Expire, 4),
+            action("sha256:b", Outcome::Expire, 2),
+            action("sha256:d", Outcome::Archive, 1),
+            action("sha256:e", Outcome::Expire, 2),
+        ];
+        let found = differences(&local, &other);
+        let digests: Vec<&str> = found.iter().map(|d| d.digest.as_str()).collect();
+        assert_eq!(digests, ["sha256:a", "sha256:c", "sha256:d", "sha256:e"]);
+        assert_eq!(found[1].ecr, (Outcome::Keep, None));
+        assert_eq!(found[1].local, (Outcome::Expire, Some(2)));
+        let value = ecr_value(&other, &found);
+        assert_eq!(value["agrees"], false);
+        assert_eq!(value["expire"], 3);
+        assert_eq!(value["differences"][0]["ecr"]["rule"], 4);
     }
 }
