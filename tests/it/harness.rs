@@ -344,3 +344,17 @@ pub fn aws_cli(args: &[&str]) -> (bool, String) {
         ),
     )
 }
+
+/// Runs the docker CLI (a client we did not write) against the test daemon with the classic
+/// builder (the CLI here has no buildx); returns success and stdout followed by stderr.
+pub fn docker(args: &[&str]) -> (bool, String) {
+    let output = Command::new("docker")
+        .args(args)
+        .envs(services())
+        .env("DOCKER_BUILDKIT", "0")
+        .output()
+        .expect("running docker");
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}

@@ -6,20 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{service, services, tool, unique};
-
-/// Runs the docker CLI against the test daemon (classic builder); returns success and output.
-fn docker(args: &[&str]) -> (bool, String) {
-    let output = Command::new("docker")
-        .args(args)
-        .envs(services())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .expect("running docker");
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
-}
+use crate::harness::{docker, service, tool, unique};
 
 /// Removes the named images when the test ends, whatever happens.
 struct Images(Vec<String>);

@@ -10,20 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::harness::{service, services, tool, unique};
-
-/// Runs the docker CLI against the test daemon; returns success and output.
-fn docker(args: &[&str]) -> (bool, String) {
-    let output = Command::new("docker")
-        .args(args)
-        .envs(services())
-        .env("DOCKER_BUILDKIT", "0")
-        .output()
-        .expect("running docker");
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    (output.status.success(), text)
-}
+use crate::harness::{docker, service, tool, unique};
 
 /// Removes the named local references when the test ends (never the images behind them).
 struct Refs(Vec<String>);
