@@ -87,6 +87,7 @@ fields! {
     "source": Object, "source facts (commit, branch, tag, build number) and where each came from";
     "build": Object, "what img-build did: context size and hash, duration";
     "push": Object, "what img-push did: tags pushed or already present, layers";
+    "manifest": Object, "what img-manifest did: format, tags pushed or already present";
     "scan": Object, "scan status, counts and verdict from scan-gate";
     "repository_settings": Object, "repository settings ecr-repo ensured";
     "lifecycle": Object, "lifecycle policy result from lifecycle-set";

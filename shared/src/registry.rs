@@ -354,17 +354,9 @@ impl Registry {
         repository: &str,
         reference: &str,
     ) -> Result<Option<String>> {
-        let path = format!("/v2/{repository}/manifests/{reference}");
         let action = format!("looking up {repository}:{reference}");
         let response = self
-            .request(
-                Method::HEAD,
-                &path,
-                &pull_scope(repository),
-                Some(&MANIFEST_TYPES.join(", ")),
-                None,
-                &action,
-            )
+            .manifest_request(Method::HEAD, repository, reference, &action)
             .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -382,17 +374,9 @@ impl Registry {
     /// The manifest a tag or digest points at (`GET`, accepting every manifest type in
     /// [`MANIFEST_TYPES`]), or `None` when there is none.
     pub async fn manifest(&self, repository: &str, reference: &str) -> Result<Option<Manifest>> {
-        let path = format!("/v2/{repository}/manifests/{reference}");
         let action = format!("reading the manifest of {repository}:{reference}");
         let response = self
-            .request(
-                Method::GET,
-                &path,
-                &pull_scope(repository),
-                Some(&MANIFEST_TYPES.join(", ")),
-                None,
-                &action,
-            )
+            .manifest_request(Method::GET, repository, reference, &action)
             .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -471,6 +455,71 @@ impl Registry {
                 Some(link) => path = link,
                 None => return Ok(Some(tags)),
             }
+        }
+    }
+
+    /// A `HEAD` or `GET` of `/v2/<repo>/manifests/<reference>` accepting every manifest type in
+    /// [`MANIFEST_TYPES`], with pull access.
+    async fn manifest_request(
+        &self,
+        method: Method,
+        repository: &str,
+        reference: &str,
+        action: &str,
+    ) -> Result<reqwest::Response> {
+        self.request(
+            method,
+            &format!("/v2/{repository}/manifests/{reference}"),
+            &pull_scope(repository),
+            Some(&MANIFEST_TYPES.join(", ")),
+            None,
+            action,
+        )
+        .await
+    }
+
+    /// The bytes of a blob (`GET /v2/<repo>/blobs/<digest>`), or `None` when the repository has
+    /// no such blob. The bytes are checked against the digest (sha256 only): a blob that does
+    /// not match is an error, never returned.
+    pub async fn blob(&self, repository: &str, digest: &str) -> Result<Option<Vec<u8>>> {
+        let action = format!("reading blob {digest} of {repository}");
+        if !digest.starts_with("sha256:") {
+            return Err(Error::data(format!(
+                "{action}: only sha256 digests can be verified"
+            )));
+        }
+        let response = self
+            .request(
+                Method::GET,
+                &format!("/v2/{repository}/blobs/{digest}"),
+                &pull_scope(repository),
+                None,
+                None,
+                &action,
+            )
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            status if status.is_success() => {
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| self.transport_error(&e))?
+                    .to_vec();
+                let actual = sha256_digest(&body);
+                if actual == digest {
+                    Ok(Some(body))
+                } else {
+                    Err(Error::unavailable(format!(
+                        "registry {}: {action}: the bytes served have digest {actual}",
+                        self.host
+                    ))
+                    .with_hint(
+                        "the registry's storage may be corrupt: try again, or push the image again",
+                    ))
+                }
+            }
+            _ => Err(self.status_error(&action, response).await),
         }
     }
 

@@ -28,6 +28,7 @@ use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
+use shared::aws::AwsArgs;
 use shared::cli::Common;
 use shared::context::{Context, Options, Report, Summary};
 use shared::docker::Engine;
@@ -61,6 +62,9 @@ const CHUNK: usize = 256 * 1024;
 
   # The classic builder, whatever the daemon offers
   img-build --no-input --builder classic --tag my-app:dev .
+
+  # Build only what changed: an unchanged context is found in the registry by its content tag
+  img-tag --tag sha --tag content | img-build --skip-if-present | img-push
 
 BuildKit (the default when the daemon offers it) gets BUILDKIT_INLINE_CACHE=1, so a pushed image
 serves as --cache-from for the next build. Secrets (RUN --mount=type=secret) are not supported:
@@ -133,6 +137,18 @@ pub struct Cli {
     /// .dockerignore rule decided (repeatable; implies --explain-context).
     #[arg(long = "why", value_name = "PATH")]
     pub why: Vec<String>,
+
+    /// Skip the build when the registry already holds this context: hash the context (as
+    /// img-tag's `content` rule does) and, when the document's repository has the tag
+    /// `ctx-<hash>`, write its digest to the document with `build.skipped: true` instead of
+    /// building; img-push then only adds the document's tags to that image. A registry that
+    /// cannot be asked is a warning, and the image is built.
+    #[arg(long)]
+    pub skip_if_present: bool,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub aws: AwsArgs,
 
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -443,9 +459,17 @@ fn labels(cli: &Cli, doc: &Document) -> HashMap<String, String> {
     out
 }
 
-/// Pulls each cache image that is not local; a missing one is a warning, as in the seed's
+/// The registry host a repository reference names (`host[:port]/...`, as the docker CLI reads
+/// it: a first part with a dot or a port, or `localhost`), or `None` for Docker Hub.
+fn registry_of(repository: &str) -> Option<&str> {
+    let (first, _) = repository.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
+/// Pulls each cache image that is not local, with the credentials stored for its registry
+/// (the same lookup img-push uses); a missing one is a warning, as in the seed's
 /// `docker pull ... || true`.
-async fn prepare_cache(engine: &Engine, refs: &[String]) -> Vec<String> {
+async fn prepare_cache(engine: &Engine, aws: &AwsArgs, refs: &[String]) -> Vec<String> {
     let mut usable = Vec::new();
     for reference in refs {
         if engine.client.inspect_image(reference).await.is_ok() {
@@ -461,7 +485,33 @@ async fn prepare_cache(engine: &Engine, refs: &[String]) -> Vec<String> {
             .from_image(&repo)
             .tag(&tag)
             .build();
-        let mut stream = engine.client.create_image(Some(options), None, None);
+        let credentials = match registry_of(&repo) {
+            Some(registry) => match shared::credentials::lookup(registry, aws).await {
+                Ok(found) => {
+                    verbose!("credentials for {registry}: {}", found.source);
+                    found.credentials
+                }
+                Err(e) => {
+                    warn!(
+                        "cache image {reference}: no credentials for {registry} ({}); pulling without",
+                        e.message()
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let header = shared::docker::registry_auth_header(
+            credentials.as_ref(),
+            registry_of(&repo).unwrap_or_default(),
+        );
+        // bollard sends the header only with credentials; the modifier then puts in the
+        // base64url value the daemon decodes (see Engine::with_registry_auth).
+        let mut stream = engine.with_registry_auth(&header).create_image(
+            Some(options),
+            None,
+            Some(bollard::auth::DockerCredentials::default()),
+        );
         let mut failed = None;
         while let Some(item) = stream.next().await {
             match item {
@@ -672,6 +722,12 @@ async fn build(
 ) -> Result<Document> {
     let started = Instant::now();
     let ctx = open_context(cli)?;
+    if cli.skip_if_present {
+        let summary = ctx.hash()?;
+        if let Some(found) = find_present(cli, &doc, &summary.hash).await {
+            return Ok(skipped(&ctx, doc, &summary, &found, started));
+        }
+    }
     let refs = references(&doc, &cli.tags);
     let split: Vec<(String, String)> = refs
         .iter()
@@ -683,7 +739,7 @@ async fn build(
             .or_insert_with(|| "1".to_owned());
     }
     let labels = labels(cli, &doc);
-    let cache = prepare_cache(engine, &cli.cache_from).await;
+    let cache = prepare_cache(engine, &cli.aws, &cli.cache_from).await;
 
     let session = session_id();
     let options = BuildRequest {
@@ -757,9 +813,136 @@ async fn build(
     if let Some(target) = &cli.target {
         build.insert("target".to_owned(), json!(target));
     }
+    if cli.skip_if_present {
+        build.insert("skipped".to_owned(), json!(false));
+    }
     doc.set("image_id", image_id);
     doc.set("build", Value::Object(build));
     Ok(doc)
+}
+
+/// The tag img-tag's `content` rule gives a context of content hash `hash` (`sha256:<hex>`).
+#[must_use]
+pub fn content_tag(hash: &str) -> String {
+    let hex = hash.trim_start_matches("sha256:");
+    format!("ctx-{}", &hex[..hex.len().min(12)])
+}
+
+/// The registry host and repository of the document: its `registry` and `repository`, else
+/// those of its first reference (`host/repository:tag`).
+#[must_use]
+pub fn registry_repository(doc: &Document) -> Option<(String, String)> {
+    let from_fields = doc
+        .str("registry")
+        .filter(|r| !r.is_empty())
+        .zip(doc.str("repository").filter(|r| !r.is_empty()));
+    if let Some((registry, repository)) = from_fields {
+        return Some((registry.to_owned(), repository.to_owned()));
+    }
+    let (name, _) = split_reference(doc.strings("references").first()?).ok()?;
+    let (host, repository) = name.split_once('/')?;
+    (host.contains('.') || host.contains(':') || host == "localhost")
+        .then(|| (host.to_owned(), repository.to_owned()))
+}
+
+/// An image found in the registry under the context's content tag.
+struct Present {
+    name: String,
+    tag: String,
+    digest: String,
+}
+
+/// Looks for the content tag of `hash` in the document's repository. `None` means build: the
+/// tag is not there, the document names another content tag, or the registry could not be
+/// asked (a warning: building is always correct, only slower).
+async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Option<Present> {
+    let tag = content_tag(hash);
+    let Some((registry, repository)) = registry_repository(doc) else {
+        warn!(
+            "--skip-if-present: the document names no registry and repository to look in; building"
+        );
+        return None;
+    };
+    let name = format!("{registry}/{repository}");
+    let own: Vec<&str> = doc
+        .strings("tags")
+        .into_iter()
+        .filter(|t| t.starts_with("ctx-"))
+        .collect();
+    if own.is_empty() {
+        verbose!(
+            "--skip-if-present: the document has no content tag (img-tag --tag content), so this build will not be found next time"
+        );
+    } else if !own.contains(&tag.as_str()) {
+        warn!(
+            "--skip-if-present: the document's content tag {} is not this context's {tag} (img-tag hashed another context or Dockerfile); building",
+            own.join(", ")
+        );
+        return None;
+    }
+    let lookup = async {
+        let found = shared::credentials::lookup(&registry, &cli.aws).await?;
+        verbose!("credentials for {registry}: {}", found.source);
+        let client = shared::registry::Registry::new(&registry, found.credentials)?;
+        client.manifest_digest(&repository, &tag).await
+    };
+    match lookup.await {
+        Ok(Some(digest)) => Some(Present { name, tag, digest }),
+        Ok(None) => {
+            info!("{name}:{tag} is not in the registry: building");
+            None
+        }
+        Err(e) => {
+            warn!(
+                "--skip-if-present: could not look for {name}:{tag} ({}); building",
+                e.message()
+            );
+            None
+        }
+    }
+}
+
+/// The document for a skipped build: the digest found, and why nothing was built.
+fn skipped(
+    ctx: &Context,
+    mut doc: Document,
+    summary: &Summary,
+    found: &Present,
+    started: Instant,
+) -> Document {
+    let seconds = started.elapsed().as_secs_f64();
+    info!(
+        "skipped the build: {}:{} is {} (context unchanged, {} files hashed in {seconds:.1} s)",
+        found.name, found.tag, found.digest, summary.files
+    );
+    let mut build = object(&doc, "build");
+    build.insert("skipped".to_owned(), json!(true));
+    build.insert(
+        "skip_reason".to_owned(),
+        json!(format!(
+            "{}:{} already names {} (the same build context)",
+            found.name, found.tag, found.digest
+        )),
+    );
+    build.insert("content_tag".to_owned(), json!(found.tag));
+    build.insert(
+        "duration_seconds".to_owned(),
+        json!((seconds * 1000.0).round() / 1000.0),
+    );
+    build.insert(
+        "context".to_owned(),
+        json!({
+            "dir": ctx.root().display().to_string(),
+            "dockerfile": ctx.dockerfile_name(),
+            "entries": summary.entries,
+            "files": summary.files,
+            "bytes": summary.bytes,
+            "hash": summary.hash,
+        }),
+    );
+    doc.set("digest", found.digest.as_str());
+    doc.set("build", Value::Object(build));
+    doc
 }
 
 /// Sends the context and follows the build's output; returns the image id, what the output
@@ -920,6 +1103,45 @@ fn request_failed(engine: &Engine, err: &bollard::errors::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_images_name_their_registry_as_the_docker_cli_reads_it() {
+        assert_eq!(registry_of("127.0.0.1:5001/app"), Some("127.0.0.1:5001"));
+        assert_eq!(
+            registry_of("1234.dkr.ecr.us-east-1.amazonaws.com/team/app"),
+            Some("1234.dkr.ecr.us-east-1.amazonaws.com")
+        );
+        assert_eq!(registry_of("localhost/app"), Some("localhost"));
+        assert_eq!(registry_of("team/app"), None);
+        assert_eq!(registry_of("app"), None);
+    }
+
+    #[test]
+    fn the_content_tag_and_where_to_look_for_it() {
+        let hex = "4b0c6b0b16f6c9e9600617f5acbb622ba3c0302d7e3e0c205d2e320e8f16253b";
+        assert_eq!(content_tag(&format!("sha256:{hex}")), "ctx-4b0c6b0b16f6");
+        let doc = |v: Value| Document::from_value(v, "test").expect("document");
+        let cases = [
+            (
+                json!({"registry": "r.example", "repository": "a/b", "references": ["x.example/c:1"]}),
+                Some(("r.example", "a/b")),
+            ),
+            (
+                json!({"references": ["127.0.0.1:5000/team/app:1"]}),
+                Some(("127.0.0.1:5000", "team/app")),
+            ),
+            (json!({"references": ["team/app:1"]}), None),
+            (json!({"repository": "app"}), None),
+        ];
+        for (value, want) in cases {
+            let got = registry_repository(&doc(value.clone()));
+            assert_eq!(
+                got.as_ref().map(|(r, p)| (r.as_str(), p.as_str())),
+                want,
+                "{value}"
+            );
+        }
+    }
 
     #[test]
     fn references_come_from_the_document_then_flags() {

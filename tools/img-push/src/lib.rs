@@ -51,6 +51,13 @@ use shared::{Document, Error, Result, info, verbose, warn};
   # A plain registry whose tags must never move
   img-push --no-input --registry 127.0.0.1:5000 --repository my-app --tag 1.4.2 --immutable
 
+  # Promote an image already in the registry: copy the manifest of sha-abc1234 as prod
+  img-push --no-input --retag --from sha-abc1234 --registry 127.0.0.1:5000 \\
+      --repository my-app --tag prod
+
+  # Skip unchanged builds: img-build finds the content tag, img-push only adds the new tags
+  img-tag --tag sha --tag content | img-build --skip-if-present | img-push
+
 A tag that already names this image is reported as already present and succeeds; a tag that
 names another image where tags are immutable exits with 4 before anything is uploaded."
 )]
@@ -71,6 +78,19 @@ pub struct Cli {
     /// the first reference).
     #[arg(long, value_name = "IMAGE")]
     pub image: Option<String>,
+
+    /// Retag: add the tags to an image that is already in the registry by copying its manifest
+    /// (the exact bytes, under the same media type; manifest lists and OCI indexes too). No
+    /// local image, no pull, no layer traffic: e.g. promote `sha-abc1234` to `prod`. The image
+    /// is the document's `digest`, or --from. Implied when img-build --skip-if-present skipped
+    /// the build (`build.skipped`), or when the document has a `digest` but no `image_id`.
+    #[arg(long)]
+    pub retag: bool,
+
+    /// With --retag (implies it): the image to copy, by tag or digest (`sha256:...`) in the same
+    /// repository (default: the document's `digest`).
+    #[arg(long, value_name = "TAG|DIGEST")]
+    pub from: Option<String>,
 
     /// Treat the registry's tags as immutable: a tag that names another image is a conflict
     /// (exit 4) instead of being moved. ECR repositories say this themselves
@@ -125,7 +145,7 @@ impl shared::cli::Cli for Cli {
 pub fn run(cli: &Cli) -> Result<Code> {
     shared::cli::runtime()?.block_on(async {
         let engine = Engine::connect().await?;
-        shared::cli::pipeline(&cli.common, |doc| push(cli, &engine, doc)).await
+        shared::cli::pipeline(&cli.common, |doc| Box::pin(push(cli, &engine, doc))).await
     })
 }
 
@@ -644,7 +664,10 @@ fn short(digest: &str) -> &str {
 
 // One push, told in order: pre-flight, push, verification, artifacts, document.
 #[allow(clippy::too_many_lines)]
-async fn push(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document> {
+async fn push(cli: &Cli, engine: &Engine, doc: Document) -> Result<Document> {
+    if let Some(why) = retag_reason(cli, &doc) {
+        return retag(cli, doc, why).await;
+    }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(cli.deadline);
     let target = target(cli, &doc)?;
@@ -806,8 +829,61 @@ async fn push(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document>
             })
             .ok_or_else(|| Error::internal("no tag was pushed and none was present"))?,
     };
+    let outcome = Outcome {
+        target,
+        digest,
+        image_id: Some(image_id),
+        pushed_tags,
+        present_tags,
+        layers,
+        source: source.to_string(),
+        attempts: attempts_used.max(1),
+        retag: None,
+        started,
+    };
+    finish(cli, &registry, doc, outcome, &immutable).await
+}
 
-    // Prove it through the registry's own API.
+/// What a push or a retag did, for the verification and the document.
+struct Outcome {
+    target: Target,
+    digest: String,
+    /// The local image pushed (`None` for a retag: nothing local was involved).
+    image_id: Option<String>,
+    pushed_tags: Vec<String>,
+    present_tags: Vec<String>,
+    /// Layers pushed and already there (`None` when no layer went through the Engine).
+    layers: Option<(u64, u64)>,
+    /// Where the credentials came from.
+    source: String,
+    attempts: u32,
+    /// For a retag: the source reference and why img-push retagged.
+    retag: Option<(String, String)>,
+    started: Instant,
+}
+
+/// Proves through the registry's own API that every tag resolves to the digest, writes the
+/// artifacts and fills in the document: the same for a push and a retag.
+async fn finish(
+    cli: &Cli,
+    registry: &Registry,
+    mut doc: Document,
+    outcome: Outcome,
+    immutable: &dyn Fn(&str) -> bool,
+) -> Result<Document> {
+    let Outcome {
+        target,
+        digest,
+        image_id,
+        pushed_tags,
+        present_tags,
+        layers,
+        source,
+        attempts,
+        retag,
+        started,
+    } = outcome;
+    let name = target.name();
     for tag in &target.tags {
         match registry.manifest_digest(&target.repository, tag).await? {
             Some(found) if found == digest => {}
@@ -836,10 +912,11 @@ async fn push(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document>
 
     let (layers_pushed, layers_existing) = layers.unwrap_or((0, 0));
     let seconds = started.elapsed().as_secs_f64();
+    let verb = if retag.is_some() { "tagged" } else { "pushed" };
     let mut summary = if pushed_tags.is_empty() {
         format!("nothing to push: {digest_uri} is there")
     } else {
-        format!("pushed {digest_uri} as {}", pushed_tags.join(", "))
+        format!("{verb} {digest_uri} as {}", pushed_tags.join(", "))
     };
     if !present_tags.is_empty() {
         let _ = write!(summary, "; already present: {}", present_tags.join(", "));
@@ -849,6 +926,8 @@ async fn push(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document>
             summary,
             "; layers: {layers_pushed} pushed, {layers_existing} already in the registry"
         );
+    } else if retag.is_some() {
+        summary.push_str("; manifest copied, no layers sent");
     }
     info!("{summary} ({seconds:.1} s)");
 
@@ -863,7 +942,9 @@ async fn push(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document>
             .map(|t| format!("{name}:{t}"))
             .collect::<Vec<_>>(),
     );
-    doc.set("image_id", image_id.as_str());
+    if let Some(image_id) = &image_id {
+        doc.set("image_id", image_id.as_str());
+    }
     doc.set("digest", digest.as_str());
     doc.set("image_uri", image_uri.as_str());
     doc.set("digest_uri", digest_uri.as_str());
@@ -873,16 +954,195 @@ async fn push(cli: &Cli, engine: &Engine, mut doc: Document) -> Result<Document>
         "tags_pushed": pushed_tags,
         "tags_present": present_tags,
         "immutable": target.tags.iter().any(|t| immutable(t)),
-        "credentials": source.to_string(),
-        "attempts": attempts_used.max(1),
+        "credentials": source,
+        "attempts": attempts,
         "seconds": (seconds * 10.0).round() / 10.0,
     });
     if layers.is_some() {
         push["layers_pushed"] = json!(layers_pushed);
         push["layers_existing"] = json!(layers_existing);
     }
+    if let Some((from, why)) = retag {
+        push["retag"] = json!({ "from": from, "reason": why });
+    }
     doc.set("push", push);
     Ok(doc)
+}
+
+/// Why this document is retagged rather than pushed, or `None` for a push: --retag or --from;
+/// img-build skipped the build (`build.skipped`); or the document names a digest and no local
+/// image. --image always means a push.
+fn retag_reason(cli: &Cli, doc: &Document) -> Option<String> {
+    if cli.retag || cli.from.is_some() {
+        return Some("--retag".to_owned());
+    }
+    if cli.image.is_some() {
+        return None;
+    }
+    let skipped = doc
+        .get("build")
+        .and_then(|b| b.get("skipped"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    if skipped {
+        return Some("img-build skipped the build".to_owned());
+    }
+    (doc.str("digest").is_some() && doc.str("image_id").is_none())
+        .then(|| "the document has a digest and no local image".to_owned())
+}
+
+/// Whether `reference` is a digest (`algorithm:hex`) rather than a tag.
+fn is_digest(reference: &str) -> bool {
+    reference.contains(':')
+}
+
+/// Where each tag stands against the digest to copy; a tag at another image where tags are
+/// immutable is a conflict (exit 4) before anything is stored.
+async fn retag_states(
+    registry: &Registry,
+    target: &Target,
+    digest: &str,
+    immutable: &dyn Fn(&str) -> bool,
+) -> Result<Vec<TagState>> {
+    let name = target.name();
+    let mut states = Vec::new();
+    for tag in &target.tags {
+        states.push(
+            match registry.manifest_digest(&target.repository, tag).await? {
+                None => TagState::New,
+                Some(d) if d == digest => TagState::Present(d),
+                Some(d) => TagState::Elsewhere(d),
+            },
+        );
+    }
+    let conflicts: Vec<String> = target
+        .tags
+        .iter()
+        .zip(&states)
+        .filter_map(|(tag, state)| match state {
+            TagState::Elsewhere(d) if immutable(tag) => Some(format!("{tag} names {d}")),
+            _ => None,
+        })
+        .collect();
+    if !conflicts.is_empty() {
+        return Err(Error::new(
+            exit::CONFLICT,
+            format!(
+                "immutable tags of {name} already name another image ({}), not {digest}: nothing was tagged",
+                conflicts.join("; ")
+            ),
+        )
+        .with_hint("retag under a new tag, or remove the old image from the registry first"));
+    }
+    Ok(states)
+}
+
+/// Adds the target's tags to an image already in the registry: reads its manifest and stores
+/// the same bytes, under the same media type, under each tag that does not name it yet.
+// One retag, told in order: source, pre-flight, copies, then the shared verification.
+#[allow(clippy::too_many_lines)]
+async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Document> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(cli.deadline);
+    let target = target(cli, &doc)?;
+    let name = target.name();
+    let from = cli
+        .from
+        .clone()
+        .or_else(|| doc.str("digest").map(str::to_owned))
+        .ok_or_else(|| {
+            Error::data(format!("nothing to retag in {name}: no --from and no digest in the document"))
+                .with_hint("name the image to copy with --from TAG|DIGEST, or pipe in a document with its digest")
+        })?;
+    if is_digest(&from) && digest_in_status(&format!("digest: {from}")).is_none() {
+        return Err(Error::data(format!("--from {from}: not a digest"))
+            .with_hint("give a tag, or a digest as sha256:<64 hex>"));
+    }
+    let Found {
+        credentials,
+        source,
+    } = credentials::lookup(&target.registry, &cli.aws).await?;
+    verbose!("credentials for {}: {source}", target.registry);
+    let retry = Retry {
+        attempts: cli.attempts,
+        deadline: Some(deadline),
+        ..Retry::default()
+    };
+    let registry = Registry::new(&target.registry, credentials)?.with_retry(retry);
+    let ecr = ecr_repository(cli, &target).await?;
+    let missing = || {
+        Error::data(format!("cannot retag: {name} has no image {from}"))
+            .with_hint("push the image first (img-push), or name one that is there with --from")
+    };
+    if !registry.check_push_access(&target.repository).await? {
+        return Err(missing());
+    }
+    let manifest = registry
+        .manifest(&target.repository, &from)
+        .await?
+        .ok_or_else(missing)?;
+    if is_digest(&from) && manifest.digest != from {
+        return Err(Error::unavailable(format!(
+            "registry {} answered {name}@{from} with a manifest of digest {}",
+            target.registry, manifest.digest
+        )));
+    }
+    let digest = manifest.digest.clone();
+    verbose!(
+        "retagging {name}@{digest} ({}, {} bytes) from {from}",
+        manifest.media_type,
+        manifest.body.len()
+    );
+    let immutable = |tag: &str| {
+        cli.immutable
+            || ecr
+                .as_ref()
+                .is_some_and(|(m, exclusions)| ecr_tag_immutable(m, exclusions, tag))
+    };
+    let states = retag_states(&registry, &target, &digest, &immutable).await?;
+    let mut pushed_tags = Vec::new();
+    let mut present_tags = Vec::new();
+    for (tag, state) in target.tags.iter().zip(&states) {
+        match state {
+            TagState::Present(_) => {
+                info!("{name}:{tag} is already present at {digest}");
+                present_tags.push(tag.clone());
+                continue;
+            }
+            TagState::New => info!("tagging {name}@{digest} as {tag}"),
+            TagState::Elsewhere(old) => {
+                info!("tagging {name}@{digest} as {tag} (moving it from {old})");
+            }
+        }
+        let stored = registry
+            .put_manifest(
+                &target.repository,
+                tag,
+                &manifest.media_type,
+                &manifest.body,
+            )
+            .await?;
+        if stored != digest {
+            return Err(Error::unavailable(format!(
+                "registry {} stored {name}:{tag} as {stored}, not as the copied {digest}",
+                target.registry
+            )));
+        }
+        pushed_tags.push(tag.clone());
+    }
+    let outcome = Outcome {
+        target,
+        digest,
+        image_id: None,
+        pushed_tags,
+        present_tags,
+        layers: None,
+        source: source.to_string(),
+        attempts: 1,
+        retag: Some((from, why)),
+        started,
+    };
+    finish(cli, &registry, doc, outcome, &immutable).await
 }
 
 /// The digest of `name` from the image's repo digests, when the push stream did not say it.
@@ -1108,6 +1368,41 @@ mod tests {
             let err = classify_push_error(text, &target, "1");
             assert_eq!(err.code(), code, "{text}");
             assert!(err.message().contains(words), "{text}: {}", err.message());
+        }
+    }
+
+    #[test]
+    fn retag_when_asked_or_when_the_build_was_skipped() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let cases = [
+            (vec![], json!({}), None),
+            (vec!["--retag"], json!({}), Some("--retag")),
+            (vec!["--from", "sha-1"], json!({}), Some("--retag")),
+            (
+                vec![],
+                json!({"digest": digest, "image_id": "sha256:1", "build": {"skipped": true}}),
+                Some("img-build skipped the build"),
+            ),
+            (
+                vec![],
+                json!({"digest": digest}),
+                Some("the document has a digest and no local image"),
+            ),
+            (
+                vec![],
+                json!({"digest": digest, "image_id": "sha256:1"}),
+                None,
+            ),
+            (vec!["--image", "x"], json!({"digest": digest}), None),
+            (
+                vec![],
+                json!({"digest": digest, "image_id": "sha256:1", "build": {"skipped": false}}),
+                None,
+            ),
+        ];
+        for (args, value, want) in cases {
+            let got = retag_reason(&cli(&args), &doc(value.clone()));
+            assert_eq!(got.as_deref(), want, "{args:?} {value}");
         }
     }
 
