@@ -4,6 +4,7 @@
 // A panic is how a test fails: unwrapping in helpers reports the location like an assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod buildspecs;
 mod clients;
 mod contract;
 mod ecr_login;
