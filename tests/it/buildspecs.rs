@@ -58,6 +58,7 @@ const NAMED: &[&str] = &[
     "layer-cache.yml",
     "scan-gate.yml",
     "repository-setup.yml",
+    "multiarch.yml",
 ];
 
 /// What one phase did.
@@ -139,8 +140,13 @@ impl Build {
 /// The source of a build: a copy of examples/sample-app made into a git repository on `main`
 /// with one commit, as CodeBuild checks it out. Returns the directory and the commit.
 fn source() -> (tempfile::TempDir, String) {
+    source_of("examples/sample-app")
+}
+
+/// The source of a build from the example application in `app` (see [`source`]).
+fn source_of(app: &str) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let app = root().join("examples/sample-app");
+    let app = root().join(app);
     for entry in std::fs::read_dir(&app).unwrap() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
@@ -218,7 +224,11 @@ for line in open(sys.argv[1]):
     repository, digest, registry = doc["repository"], doc["digest"], doc["registry"]
     request = urllib.request.Request(
         f"http://{registry}/v2/{repository}/manifests/{digest}",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json",
+        headers={"Accept": ", ".join([
+                     "application/vnd.docker.distribution.manifest.v2+json",
+                     "application/vnd.docker.distribution.manifest.list.v2+json",
+                     "application/vnd.oci.image.manifest.v1+json",
+                     "application/vnd.oci.image.index.v1+json"]),
                  "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
     manifest = urllib.request.urlopen(request).read().decode()
     repo = subprocess.run(ecr + ["describe-repositories", "--repository-names", repository],
@@ -232,7 +242,8 @@ for line in open(sys.argv[1]):
         if put.returncode != 0 and "ImageAlreadyExists" not in put.stderr:
             sys.exit(f"img-push stand-in: put-image failed: {put.stderr.strip()}")
     settings = json.loads(repo.stdout)["repositories"][0]["imageScanningConfiguration"]
-    if settings.get("scanOnPush"):
+    # ECR scans the platform images of a multi-platform image, not the list itself.
+    if settings.get("scanOnPush") and "platforms" not in doc:
         subprocess.run(ecr + ["start-image-scan", "--repository-name", repository,
                               "--image-id", f"imageDigest={digest}"], capture_output=True, text=True, check=True)
 PY
@@ -1148,6 +1159,59 @@ fn every_other_buildspec_runs_and_its_artifacts_are_valid() {
             check_outputs(&build);
         }
     }
+}
+
+/// The multi-architecture batch build: an amd64 and an arm64 build, then the join. Both
+/// architecture builds run on this x86 host here (CodeBuild runs the arm64 one on an ARM host),
+/// so the arm64 image holds an x86 program: what this checks is the graph, the per-platform
+/// images and the manifest list the registry serves, not the program.
+#[test]
+fn multiarch_batch_builds_two_platforms_and_joins_them() {
+    let repository = unique("buildspecs-multiarch");
+    let _ = std::fs::remove_dir_all(setup(&repository).src);
+    let (src, commit) = source_of("examples/multiarch-app");
+    let builds = run_batch(
+        &folder().join("multiarch.yml"),
+        src.path(),
+        &commit,
+        &overrides(&repository),
+    );
+    for (_, build) in &builds {
+        build.succeeded();
+        check_outputs(build);
+    }
+    let ids: Vec<&str> = builds.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["amd64", "arm64", "join"]);
+    let registry = service("IMGPIPE_AUTH_REGISTRY");
+    let short = &commit[..7];
+    let name = format!("{registry}/{repository}");
+    let amd64 = resolve(&format!("{name}:{short}-amd64")).expect("the amd64 image");
+    let arm64 = resolve(&format!("{name}:{short}-arm64")).expect("the arm64 image");
+    let join = &builds[2].1;
+    let uri = format!("{name}:{short}");
+    assert_eq!(join.read("image_uri.txt"), format!("{uri}\n"), "{join:?}");
+    let list = resolve(&uri).expect("the list");
+    assert_eq!(resolve(&format!("{name}:latest")), Some(list.clone()));
+    let doc = join.document("manifest.json");
+    assert_eq!(doc["digest"], list.as_str(), "{join:?}");
+    let platforms: Vec<(String, String)> = doc["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["platform"].as_str().unwrap().to_owned(),
+                p["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        platforms,
+        [
+            ("linux/amd64".to_owned(), amd64),
+            ("linux/arm64".to_owned(), arm64)
+        ]
+    );
 }
 
 /// The runner itself, on buildspecs made here: state kept from command to command and phase to
