@@ -64,8 +64,10 @@ step "ecr-login: Docker is logged in" "$work/01.json" "$work/02.json" \
   ecr-login "${registry_flag[@]}"
 step "img-tag: tags and labels from git and the environment" "$work/02.json" "$work/03.json" \
   img-tag "${registry_flag[@]}" --context "$app" --tag sha --tag content --tag semver --tag latest
-step "img-build: the image is built with every tag" "$work/03.json" "$work/04.json" \
-  img-build "$app"
+# --skip-if-present: when the registry already holds this build context's content tag (an
+# earlier run pushed it), nothing is built and img-push only makes sure of the tags.
+step "img-build: the image is built with every tag (skipped when unchanged)" "$work/03.json" "$work/04.json" \
+  img-build --skip-if-present "$app"
 artifacts="${IMGPIPE_ARTIFACTS_DIR:-${CARGO_TARGET_DIR:-$root/target}/local-pipeline}"
 mkdir -p "$artifacts"
 step "img-push: every tag pushed and verified, deployment artifacts written" "$work/04.json" "$work/05.json" \
@@ -118,8 +120,9 @@ rows = [
     ("tags", ", ".join(doc.get("tags", []))),
     ("image", doc.get("image_uri") or (doc.get("references") or ["?"])[0]),
     ("digest", doc.get("digest")),
-    ("image id", doc.get("image_id")),
-    ("build", f"{build.get('steps', '?')} steps, {build.get('cached_steps', 0)} cached, "
+    ("image id", doc.get("image_id") or "-"),
+    ("build", f"skipped: {build.get('skip_reason')}" if build.get("skipped") else
+              f"{build.get('steps', '?')} steps, {build.get('cached_steps', 0)} cached, "
               f"{build.get('duration_seconds', '?')} s"),
     ("scan", f"{doc.get('scan', {}).get('verdict', '?')} ({doc.get('scan', {}).get('status', '?')})"),
     ("lifecycle policy", "written" if lifecycle.get("written") else "unchanged"),
