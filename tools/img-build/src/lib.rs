@@ -795,21 +795,7 @@ async fn build(
     build.insert("references".to_owned(), json!(refs));
     build.insert("steps".to_owned(), json!(progress.steps));
     build.insert("cached_steps".to_owned(), json!(progress.cached));
-    build.insert(
-        "duration_seconds".to_owned(),
-        json!((seconds * 1000.0).round() / 1000.0),
-    );
-    build.insert(
-        "context".to_owned(),
-        json!({
-            "dir": ctx.root().display().to_string(),
-            "dockerfile": ctx.dockerfile_name(),
-            "entries": summary.entries,
-            "files": summary.files,
-            "bytes": summary.bytes,
-            "hash": summary.hash,
-        }),
-    );
+    insert_timing_and_context(&mut build, seconds, &ctx, &summary);
     if let Some(target) = &cli.target {
         build.insert("target".to_owned(), json!(target));
     }
@@ -902,6 +888,31 @@ async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Option<Present> 
     }
 }
 
+/// The `build` fields a build and a skipped build share: how long it took and what the context
+/// was.
+fn insert_timing_and_context(
+    build: &mut Map<String, Value>,
+    seconds: f64,
+    ctx: &Context,
+    summary: &Summary,
+) {
+    build.insert(
+        "duration_seconds".to_owned(),
+        json!((seconds * 1000.0).round() / 1000.0),
+    );
+    build.insert(
+        "context".to_owned(),
+        json!({
+            "dir": ctx.root().display().to_string(),
+            "dockerfile": ctx.dockerfile_name(),
+            "entries": summary.entries,
+            "files": summary.files,
+            "bytes": summary.bytes,
+            "hash": summary.hash,
+        }),
+    );
+}
+
 /// The document for a skipped build: the digest found, and why nothing was built.
 fn skipped(
     ctx: &Context,
@@ -925,21 +936,7 @@ fn skipped(
         )),
     );
     build.insert("content_tag".to_owned(), json!(found.tag));
-    build.insert(
-        "duration_seconds".to_owned(),
-        json!((seconds * 1000.0).round() / 1000.0),
-    );
-    build.insert(
-        "context".to_owned(),
-        json!({
-            "dir": ctx.root().display().to_string(),
-            "dockerfile": ctx.dockerfile_name(),
-            "entries": summary.entries,
-            "files": summary.files,
-            "bytes": summary.bytes,
-            "hash": summary.hash,
-        }),
-    );
+    insert_timing_and_context(&mut build, seconds, ctx, summary);
     doc.set("digest", found.digest.as_str());
     doc.set("build", Value::Object(build));
     doc
