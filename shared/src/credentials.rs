@@ -12,7 +12,17 @@ use chrono::{DateTime, Utc};
 use crate::aws::{Aws, AwsArgs};
 use crate::dockerconfig::{DockerConfig, Store};
 use crate::error::{Error, Result};
-use crate::registry::Credentials;
+use crate::registry::{Credentials, Registry, Retry};
+
+/// A client for the registry at `host` with the credentials [`lookup`] finds (said with -v),
+/// retrying as `retry` says; and what the lookup found, for callers that need the credentials
+/// again (the Docker Engine's push) or say where they came from.
+pub async fn registry(host: &str, aws: &AwsArgs, retry: Retry) -> Result<(Registry, Found)> {
+    let found = lookup(host, aws).await?;
+    crate::verbose!("credentials for {host}: {}", found.source);
+    let registry = Registry::new(host, found.credentials.clone())?.with_retry(retry);
+    Ok((registry, found))
+}
 
 /// Where credentials were found.
 #[derive(Clone, Debug, PartialEq, Eq)]

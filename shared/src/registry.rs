@@ -206,6 +206,16 @@ pub fn is_transient(err: &Error) -> bool {
 }
 
 impl Retry {
+    /// `attempts` in all, none starting after `deadline`; the default backoff.
+    #[must_use]
+    pub fn within(attempts: u32, deadline: Instant) -> Self {
+        Self {
+            attempts,
+            deadline: Some(deadline),
+            ..Self::default()
+        }
+    }
+
     /// The delay before attempt `attempt + 1` (`attempt` counts from 1): `base * 2^(attempt-1)`,
     /// capped at `max_delay`, then scaled by a jitter in [0.5, 1.0] taken from `jitter`.
     #[must_use]

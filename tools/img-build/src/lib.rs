@@ -867,9 +867,9 @@ async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Option<Present> 
         return None;
     }
     let lookup = async {
-        let found = shared::credentials::lookup(&registry, &cli.aws).await?;
-        verbose!("credentials for {registry}: {}", found.source);
-        let client = shared::registry::Registry::new(&registry, found.credentials)?;
+        let (client, _) =
+            shared::credentials::registry(&registry, &cli.aws, shared::registry::Retry::default())
+                .await?;
         client.manifest_digest(&repository, &tag).await
     };
     match lookup.await {

@@ -566,17 +566,8 @@ async fn join(cli: &Cli, docs: Vec<Document>) -> Result<Document> {
     let (host, repository) = (refs[0].registry.clone(), refs[0].repository.clone());
     let name = refs[0].name();
 
-    let Found {
-        credentials,
-        source,
-    } = credentials::lookup(&host, &cli.aws).await?;
-    verbose!("credentials for {host}: {source}");
-    let retry = Retry {
-        attempts: cli.attempts,
-        deadline: Some(started + Duration::from_secs(cli.deadline)),
-        ..Retry::default()
-    };
-    let registry = Registry::new(&host, credentials)?.with_retry(retry);
+    let retry = Retry::within(cli.attempts, started + Duration::from_secs(cli.deadline));
+    let (registry, Found { source, .. }) = credentials::registry(&host, &cli.aws, retry).await?;
 
     resolve_tags(&registry, &mut refs).await?;
     let mut children = Vec::with_capacity(refs.len());

@@ -701,17 +701,14 @@ async fn push(cli: &Cli, engine: &Engine, doc: Document) -> Result<Document> {
     let repo_digests = inspect.repo_digests.clone().unwrap_or_default();
 
     // Credentials and the repository, before anything moves.
-    let Found {
-        credentials,
-        source,
-    } = credentials::lookup(&target.registry, &cli.aws).await?;
-    verbose!("credentials for {}: {source}", target.registry);
-    let retry = Retry {
-        attempts: cli.attempts,
-        deadline: Some(deadline),
-        ..Retry::default()
-    };
-    let registry = Registry::new(&target.registry, credentials.clone())?.with_retry(retry.clone());
+    let retry = Retry::within(cli.attempts, deadline);
+    let (
+        registry,
+        Found {
+            credentials,
+            source,
+        },
+    ) = credentials::registry(&target.registry, &cli.aws, retry.clone()).await?;
     let ecr = ecr_repository(cli, &target).await?;
     let exists = registry.check_push_access(&target.repository).await?;
     if !exists {
@@ -1058,17 +1055,12 @@ async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Document> {
         return Err(Error::data(format!("--from {from}: not a digest"))
             .with_hint("give a tag, or a digest as sha256:<64 hex>"));
     }
-    let Found {
-        credentials,
-        source,
-    } = credentials::lookup(&target.registry, &cli.aws).await?;
-    verbose!("credentials for {}: {source}", target.registry);
-    let retry = Retry {
-        attempts: cli.attempts,
-        deadline: Some(deadline),
-        ..Retry::default()
-    };
-    let registry = Registry::new(&target.registry, credentials)?.with_retry(retry);
+    let (registry, Found { source, .. }) = credentials::registry(
+        &target.registry,
+        &cli.aws,
+        Retry::within(cli.attempts, deadline),
+    )
+    .await?;
     let ecr = ecr_repository(cli, &target).await?;
     let missing = || {
         Error::data(format!("cannot retag: {name} has no image {from}"))
