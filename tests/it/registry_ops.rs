@@ -288,8 +288,14 @@ fn retag_of_a_missing_source_is_one_line_and_exit_65() {
 }
 
 /// `img-tag | img-build --skip-if-present --no-cache | img-push` on `dir`, with the tag rules
-/// `raw:<tag>` and `content`.
-fn pipeline(dir: &Path, registry: &str, repository: &str, tag: &str) -> (Value, Outcome) {
+/// `raw:<tag>` and `content`, and the Docker Engine at `docker_host`.
+fn pipeline(
+    dir: &Path,
+    registry: &str,
+    repository: &str,
+    tag: &str,
+    docker_host: &str,
+) -> (Value, Outcome) {
     let context = dir.to_string_lossy().into_owned();
     let tagged = tool("img-tag")
         .args(["--no-input", "--context", &context])
@@ -300,10 +306,14 @@ fn pipeline(dir: &Path, registry: &str, repository: &str, tag: &str) -> (Value, 
     tagged.success();
     let built = tool("img-build")
         .args(["--skip-if-present", "--no-cache", &context])
+        .env("DOCKER_HOST", docker_host)
         .stdin(tagged.stdout.clone())
         .run();
     built.success();
-    let pushed = tool("img-push").stdin(built.stdout.clone()).run();
+    let pushed = tool("img-push")
+        .env("DOCKER_HOST", docker_host)
+        .stdin(built.stdout.clone())
+        .run();
     pushed.success();
     (built.document(), pushed)
 }
@@ -330,7 +340,8 @@ fn skip_if_present_skips_an_unchanged_context_and_builds_a_changed_one() {
     ]);
 
     // First run: nothing there, so it builds and pushes (the content tag included).
-    let (built, pushed) = pipeline(dir.path(), &registry, &repository, "sha-1111111");
+    let docker = service("DOCKER_HOST");
+    let (built, pushed) = pipeline(dir.path(), &registry, &repository, "sha-1111111", &docker);
     assert_eq!(built["build"]["skipped"], false, "{pushed:?}");
     let first = pushed.document();
     let digest = first["digest"].as_str().unwrap().to_owned();
@@ -349,8 +360,15 @@ fn skip_if_present_skips_an_unchanged_context_and_builds_a_changed_one() {
         digest
     );
 
-    // Second run, same sources: no build, the digest handed over, only the new tag added.
-    let (built, pushed) = pipeline(dir.path(), &registry, &repository, "sha-2222222");
+    // Second run, same sources: no build, the digest handed over, only the new tag added. No
+    // Docker Engine is needed for that: the one named here does not exist.
+    let (built, pushed) = pipeline(
+        dir.path(),
+        &registry,
+        &repository,
+        "sha-2222222",
+        "unix:///nonexistent/docker.sock",
+    );
     assert_eq!(built["build"]["skipped"], true, "{pushed:?}");
     assert!(
         built["build"]["skip_reason"]
@@ -386,7 +404,7 @@ fn skip_if_present_skips_an_unchanged_context_and_builds_a_changed_one() {
 
     // A changed source file: built again, a new image under a new content tag.
     std::fs::write(dir.path().join("app.txt"), "two\n").unwrap();
-    let (built, pushed) = pipeline(dir.path(), &registry, &repository, "sha-3333333");
+    let (built, pushed) = pipeline(dir.path(), &registry, &repository, "sha-3333333", &docker);
     assert_eq!(built["build"]["skipped"], false, "{pushed:?}");
     assert!(built["image_id"].is_string());
     let third = pushed.document();

@@ -35,6 +35,7 @@ use shared::docker::Engine;
 use shared::error::chain;
 use shared::exit::Code;
 use shared::{Document, Error, Result, info, verbose, warn};
+use tokio::sync::OnceCell;
 
 /// How many output lines of the failing step are shown with the error.
 pub(crate) const LAST_LINES: usize = 12;
@@ -141,8 +142,9 @@ pub struct Cli {
     /// Skip the build when the registry already holds this context: hash the context (as
     /// img-tag's `content` rule does) and, when the document's repository has the tag
     /// `ctx-<hash>`, write its digest to the document with `build.skipped: true` instead of
-    /// building; img-push then only adds the document's tags to that image. A registry that
-    /// cannot be asked is a warning, and the image is built.
+    /// building; img-push then only adds the document's tags to that image. A skipped build
+    /// needs no Docker Engine. A registry that cannot be asked is a warning, and the image is
+    /// built.
     #[arg(long)]
     pub skip_if_present: bool,
 
@@ -258,23 +260,31 @@ pub fn run(cli: &Cli) -> Result<Code> {
         if cli.explain_context || !cli.why.is_empty() {
             return shared::cli::pipeline(&cli.common, |doc| async { explain(cli, doc) }).await;
         }
-        let engine = Engine::connect().await?;
-        let daemon = if cli.builder == Builder::Classic {
-            Ok(())
-        } else {
-            daemon_buildkit(&engine).await
-        };
-        let env = std::env::var("DOCKER_BUILDKIT").ok();
-        let (builder, note) = choose(cli.builder, env.as_deref(), daemon).map_err(|why| {
-            Error::config(format!("BuildKit was asked for, but {why}")).with_hint(
-                "use --builder classic (or auto, which falls back to it) and unset DOCKER_BUILDKIT",
-            )
-        })?;
-        if let Some(note) = note {
-            info!("note: {note}");
-        }
-        shared::cli::pipeline(&cli.common, |doc| build(cli, &engine, builder, doc)).await
+        // The daemon is asked for on the first build: a skipped build needs none.
+        let daemon = OnceCell::new();
+        shared::cli::pipeline(&cli.common, |doc| build(cli, &daemon, doc)).await
     })
+}
+
+/// Connects to the Docker Engine and chooses the builder (the daemon's BuildKit, unless the
+/// classic builder is asked for or BuildKit is not there).
+async fn connect(cli: &Cli) -> Result<(Engine, Builder)> {
+    let engine = Engine::connect().await?;
+    let daemon = if cli.builder == Builder::Classic {
+        Ok(())
+    } else {
+        daemon_buildkit(&engine).await
+    };
+    let env = std::env::var("DOCKER_BUILDKIT").ok();
+    let (builder, note) = choose(cli.builder, env.as_deref(), daemon).map_err(|why| {
+        Error::config(format!("BuildKit was asked for, but {why}")).with_hint(
+            "use --builder classic (or auto, which falls back to it) and unset DOCKER_BUILDKIT",
+        )
+    })?;
+    if let Some(note) = note {
+        info!("note: {note}");
+    }
+    Ok((engine, builder))
 }
 
 fn open_context(cli: &Cli) -> Result<Context> {
@@ -716,8 +726,7 @@ impl BuildRequest<'_> {
 
 async fn build(
     cli: &Cli,
-    engine: &Engine,
-    builder: Builder,
+    daemon: &OnceCell<(Engine, Builder)>,
     mut doc: Document,
 ) -> Result<Document> {
     let started = Instant::now();
@@ -728,6 +737,8 @@ async fn build(
             return Ok(skipped(&ctx, doc, &summary, &found, started));
         }
     }
+    let (engine, builder) = daemon.get_or_try_init(|| connect(cli)).await?;
+    let (engine, builder) = (engine, *builder);
     let refs = references(&doc, &cli.tags);
     let split: Vec<(String, String)> = refs
         .iter()

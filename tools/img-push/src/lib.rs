@@ -33,6 +33,7 @@ use shared::error::chain;
 use shared::exit::{self, Code};
 use shared::registry::{Registry, Retry};
 use shared::{Document, Error, Result, info, verbose, warn};
+use tokio::sync::OnceCell;
 
 /// Push every tag of the image document, verify the digest in the registry, write the
 /// deployment artifacts.
@@ -81,7 +82,8 @@ pub struct Cli {
 
     /// Retag: add the tags to an image that is already in the registry by copying its manifest
     /// (the exact bytes, under the same media type; manifest lists and OCI indexes too). No
-    /// local image, no pull, no layer traffic: e.g. promote `sha-abc1234` to `prod`. The image
+    /// local image, no Docker Engine, no pull, no layer traffic: e.g. promote `sha-abc1234` to
+    /// `prod`. The image
     /// is the document's `digest`, or --from. Implied when img-build --skip-if-present skipped
     /// the build (`build.skipped`), or when the document has a `digest` but no `image_id`.
     #[arg(long)]
@@ -144,7 +146,8 @@ impl shared::cli::Cli for Cli {
 /// Runs the tool: one push per input document.
 pub fn run(cli: &Cli) -> Result<Code> {
     shared::cli::runtime()?.block_on(async {
-        let engine = Engine::connect().await?;
+        // The daemon is asked for on the first push: a retag needs none.
+        let engine = OnceCell::new();
         shared::cli::pipeline(&cli.common, |doc| Box::pin(push(cli, &engine, doc))).await
     })
 }
@@ -664,10 +667,11 @@ fn short(digest: &str) -> &str {
 
 // One push, told in order: pre-flight, push, verification, artifacts, document.
 #[allow(clippy::too_many_lines)]
-async fn push(cli: &Cli, engine: &Engine, doc: Document) -> Result<Document> {
+async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) -> Result<Document> {
     if let Some(why) = retag_reason(cli, &doc) {
         return retag(cli, doc, why).await;
     }
+    let engine = engine.get_or_try_init(Engine::connect).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(cli.deadline);
     let target = target(cli, &doc)?;
