@@ -388,6 +388,22 @@ impl Registry {
         }
     }
 
+    /// The digest each of `references` points at, as [`Self::manifest_digest`] says, in order.
+    /// The lookups run concurrently: a tool that checks or verifies several tags waits for one
+    /// round trip, not one per tag.
+    pub async fn manifest_digests(
+        &self,
+        repository: &str,
+        references: &[String],
+    ) -> Result<Vec<Option<String>>> {
+        futures_util::future::try_join_all(
+            references
+                .iter()
+                .map(|reference| self.manifest_digest(repository, reference)),
+        )
+        .await
+    }
+
     /// The manifest a tag or digest points at (`GET`, accepting every manifest type in
     /// [`MANIFEST_TYPES`]), or `None` when there is none.
     pub async fn manifest(&self, repository: &str, reference: &str) -> Result<Option<Manifest>> {
@@ -587,10 +603,9 @@ impl Registry {
         }
     }
 
-    /// Checks that the credentials may push to `repository`: for a token registry, a token
-    /// with the push scope; then a read of the repository's tags. Returns whether the
-    /// repository exists (a plain registry creates it on the first push).
-    pub async fn check_push_access(&self, repository: &str) -> Result<bool> {
+    /// Checks that the registry answers and that the credentials may push to `repository`: for
+    /// a token registry, a token with the push scope.
+    pub async fn check_push_access(&self, repository: &str) -> Result<()> {
         let action = format!("checking access to {repository}");
         let response = self
             .request(
@@ -602,9 +617,16 @@ impl Registry {
                 &action,
             )
             .await?;
-        if !response.status().is_success() {
-            return Err(self.status_error(&action, response).await);
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.status_error(&action, response).await)
         }
+    }
+
+    /// Whether `repository` exists, i.e. has tags (a plain registry creates it on the first
+    /// push).
+    pub async fn repository_exists(&self, repository: &str) -> Result<bool> {
         Ok(self.tags(repository).await?.is_some())
     }
 

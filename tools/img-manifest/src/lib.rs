@@ -499,8 +499,9 @@ async fn push_tags(
     let host = registry.host();
     let mut pushed: Vec<String> = Vec::new();
     let mut present: Vec<String> = Vec::new();
-    for tag in tags {
-        if registry.manifest_digest(repository, tag).await?.as_deref() == Some(digest.as_str()) {
+    let before = registry.manifest_digests(repository, tags).await?;
+    for (tag, found) in tags.iter().zip(before) {
+        if found.as_deref() == Some(digest.as_str()) {
             present.push(tag.clone());
             continue;
         }
@@ -514,8 +515,9 @@ async fn push_tags(
         }
         pushed.push(tag.clone());
     }
-    for tag in tags {
-        match registry.manifest_digest(repository, tag).await? {
+    let after = registry.manifest_digests(repository, tags).await?;
+    for (tag, found) in tags.iter().zip(after) {
+        match found {
             Some(found) if found == digest => {}
             Some(found) => {
                 return Err(Error::new(

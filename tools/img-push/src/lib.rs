@@ -641,9 +641,16 @@ async fn tag_states(
     image_id: &str,
     repo_digests: &[String],
 ) -> Result<Vec<TagState>> {
+    let manifests = futures_util::future::try_join_all(
+        target
+            .tags
+            .iter()
+            .map(|tag| registry.manifest(&target.repository, tag)),
+    )
+    .await?;
     let mut states = Vec::new();
-    for tag in &target.tags {
-        let state = match registry.manifest(&target.repository, tag).await? {
+    for manifest in manifests {
+        let state = match manifest {
             None => TagState::New,
             Some(manifest) => {
                 let same = manifest.config_digest().as_deref() == Some(image_id)
@@ -714,7 +721,8 @@ async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) -> Result<Doc
         },
     ) = credentials::registry(&target.registry, &cli.aws, retry.clone()).await?;
     let ecr = ecr_repository(cli, &target).await?;
-    let exists = registry.check_push_access(&target.repository).await?;
+    registry.check_push_access(&target.repository).await?;
+    let exists = registry.repository_exists(&target.repository).await?;
     if !exists {
         verbose!("{name} has no tags yet: the registry creates the repository on the first push");
     }
@@ -885,8 +893,11 @@ async fn finish(
         started,
     } = outcome;
     let name = target.name();
-    for tag in &target.tags {
-        match registry.manifest_digest(&target.repository, tag).await? {
+    let found = registry
+        .manifest_digests(&target.repository, &target.tags)
+        .await?;
+    for (tag, found) in target.tags.iter().zip(found) {
+        match found {
             Some(found) if found == digest => {}
             Some(found) => {
                 return Err(Error::new(
@@ -1006,16 +1017,16 @@ async fn retag_states(
     immutable: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<TagState>> {
     let name = target.name();
-    let mut states = Vec::new();
-    for tag in &target.tags {
-        states.push(
-            match registry.manifest_digest(&target.repository, tag).await? {
-                None => TagState::New,
-                Some(d) if d == digest => TagState::Present(d),
-                Some(d) => TagState::Elsewhere(d),
-            },
-        );
-    }
+    let states: Vec<TagState> = registry
+        .manifest_digests(&target.repository, &target.tags)
+        .await?
+        .into_iter()
+        .map(|found| match found {
+            None => TagState::New,
+            Some(d) if d == digest => TagState::Present(d),
+            Some(d) => TagState::Elsewhere(d),
+        })
+        .collect();
     let conflicts: Vec<String> = target
         .tags
         .iter()
@@ -1070,9 +1081,7 @@ async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Document> {
         Error::data(format!("cannot retag: {name} has no image {from}"))
             .with_hint("push the image first (img-push), or name one that is there with --from")
     };
-    if !registry.check_push_access(&target.repository).await? {
-        return Err(missing());
-    }
+    registry.check_push_access(&target.repository).await?;
     let manifest = registry
         .manifest(&target.repository, &from)
         .await?
