@@ -277,6 +277,22 @@ pub enum TagState {
     Elsewhere(String),
 }
 
+/// The tags that name another image where tags are immutable, as `tag names <digest>`: each
+/// one a conflict that stops a push or a retag before anything is stored.
+fn conflicts(
+    tags: &[String],
+    states: &[TagState],
+    immutable: &dyn Fn(&str) -> bool,
+) -> Vec<String> {
+    tags.iter()
+        .zip(states)
+        .filter_map(|(tag, state)| match state {
+            TagState::Elsewhere(digest) if immutable(tag) => Some(format!("{tag} names {digest}")),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Whether a tag is immutable in an ECR repository whose mutability is `mutability`
 /// (`MUTABLE`, `IMMUTABLE`, `IMMUTABLE_WITH_EXCLUSION`, ...) with `exclusions` (wildcard filters
 /// of tags that stay mutable).
@@ -588,6 +604,19 @@ async fn push_tag(
     }
 }
 
+/// Whether each tag is immutable: all of them with --immutable; in ECR, as the repository's
+/// setting says; elsewhere none.
+async fn immutability(cli: &Cli, target: &Target) -> Result<impl Fn(&str) -> bool + use<>> {
+    let forced = cli.immutable;
+    let ecr = ecr_repository(cli, target).await?;
+    Ok(move |tag: &str| {
+        forced
+            || ecr
+                .as_ref()
+                .is_some_and(|(m, exclusions)| ecr_tag_immutable(m, exclusions, tag))
+    })
+}
+
 /// ECR's answer for the repository: whether tags are immutable, and its exclusion filters.
 async fn ecr_repository(cli: &Cli, target: &Target) -> Result<Option<(String, Vec<String>)>> {
     let Some(host) = shared::ecr::parse_host(&target.registry) else {
@@ -720,32 +749,18 @@ async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) -> Result<Doc
             source,
         },
     ) = credentials::registry(&target.registry, &cli.aws, retry.clone()).await?;
-    let ecr = ecr_repository(cli, &target).await?;
+    let immutable = immutability(cli, &target).await?;
     registry.check_push_access(&target.repository).await?;
     let exists = registry.repository_exists(&target.repository).await?;
     if !exists {
         verbose!("{name} has no tags yet: the registry creates the repository on the first push");
     }
-    let immutable = |tag: &str| {
-        cli.immutable
-            || ecr
-                .as_ref()
-                .is_some_and(|(m, exclusions)| ecr_tag_immutable(m, exclusions, tag))
-    };
     let states = if exists {
         tag_states(&registry, &target, &image_id, &repo_digests).await?
     } else {
         vec![TagState::New; target.tags.len()]
     };
-    let conflicts: Vec<String> = target
-        .tags
-        .iter()
-        .zip(&states)
-        .filter_map(|(tag, state)| match state {
-            TagState::Elsewhere(digest) if immutable(tag) => Some(format!("{tag} names {digest}")),
-            _ => None,
-        })
-        .collect();
+    let conflicts = conflicts(&target.tags, &states, &immutable);
     if !conflicts.is_empty() {
         return Err(Error::new(
             exit::CONFLICT,
@@ -1027,15 +1042,7 @@ async fn retag_states(
             Some(d) => TagState::Elsewhere(d),
         })
         .collect();
-    let conflicts: Vec<String> = target
-        .tags
-        .iter()
-        .zip(&states)
-        .filter_map(|(tag, state)| match state {
-            TagState::Elsewhere(d) if immutable(tag) => Some(format!("{tag} names {d}")),
-            _ => None,
-        })
-        .collect();
+    let conflicts = conflicts(&target.tags, &states, &immutable);
     if !conflicts.is_empty() {
         return Err(Error::new(
             exit::CONFLICT,
@@ -1076,7 +1083,7 @@ async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Document> {
         Retry::within(cli.attempts, deadline),
     )
     .await?;
-    let ecr = ecr_repository(cli, &target).await?;
+    let immutable = immutability(cli, &target).await?;
     let missing = || {
         Error::data(format!("cannot retag: {name} has no image {from}"))
             .with_hint("push the image first (img-push), or name one that is there with --from")
@@ -1098,12 +1105,6 @@ async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Document> {
         manifest.media_type,
         manifest.body.len()
     );
-    let immutable = |tag: &str| {
-        cli.immutable
-            || ecr
-                .as_ref()
-                .is_some_and(|(m, exclusions)| ecr_tag_immutable(m, exclusions, tag))
-    };
     let states = retag_states(&registry, &target, &digest, &immutable).await?;
     let mut pushed_tags = Vec::new();
     let mut present_tags = Vec::new();
