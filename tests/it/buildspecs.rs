@@ -23,7 +23,9 @@ use std::sync::OnceLock;
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
 
-use crate::harness::{aws_cli, bin_dir, docker, root, service, services, unique};
+use crate::harness::{
+    aws_cli, bin_dir, docker, registry_manifest, root, service, services, unique,
+};
 
 /// The account the ECR API server answers for (its GetAuthorizationToken names it).
 const ACCOUNT: &str = "123456789012";
@@ -801,34 +803,10 @@ print(total)
 fn resolve(reference: &str) -> Option<String> {
     let (host, rest) = reference.split_once('/')?;
     let (repository, version) = rest.rsplit_once('@').or_else(|| rest.rsplit_once(':'))?;
-    let output = Command::new("curl")
-        .args(["-sS", "-I", "-H"])
-        .arg(
-            "Accept: application/vnd.docker.distribution.manifest.v2+json, \
-             application/vnd.oci.image.manifest.v1+json, \
-             application/vnd.docker.distribution.manifest.list.v2+json, \
-             application/vnd.oci.image.index.v1+json",
-        )
-        .args([
-            "-u",
-            &format!(
-                "{}:{}",
-                service("IMGPIPE_AUTH_REGISTRY_USER"),
-                service("IMGPIPE_AUTH_REGISTRY_PASSWORD")
-            ),
-        ])
-        .arg(format!("http://{host}/v2/{repository}/manifests/{version}"))
-        .output()
-        .expect("running curl");
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    text.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("docker-content-digest")
-            .then(|| value.trim().to_owned())
-    })
+    let user = service("IMGPIPE_AUTH_REGISTRY_USER");
+    let password = service("IMGPIPE_AUTH_REGISTRY_PASSWORD");
+    registry_manifest(host, repository, version, Some((&user, &password)))
+        .map(|served| served.digest)
 }
 
 /// Checks every artifact and report file the buildspec declares: it exists, and the ones with

@@ -358,3 +358,105 @@ pub fn docker(args: &[&str]) -> (bool, String) {
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }
+
+/// Every manifest media type, as the `Accept` header of a registry read.
+pub const MANIFEST_ACCEPT: &str = "Accept: application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json, \
+     application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+
+/// A manifest as a registry served it.
+#[derive(Debug)]
+pub struct Served {
+    /// The `Docker-Content-Digest` header.
+    pub digest: String,
+    /// The `Content-Type` header.
+    pub content_type: String,
+    /// The manifest's bytes.
+    pub body: Vec<u8>,
+}
+
+impl Served {
+    /// The manifest as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON manifest")
+    }
+}
+
+/// What the registry at `host` (plain HTTP, as on loopback) serves for
+/// `repository:reference`, read by curl (a client we did not write) with every manifest type
+/// accepted and Basic credentials when `user` gives them; `None` when it answers other than 200.
+pub fn registry_manifest(
+    host: &str,
+    repository: &str,
+    reference: &str,
+    user: Option<(&str, &str)>,
+) -> Option<Served> {
+    let dir = tempfile::tempdir().unwrap();
+    let headers = dir.path().join("headers");
+    let mut command = Command::new("curl");
+    command
+        .args(["-sS", "-H", MANIFEST_ACCEPT, "-D"])
+        .arg(&headers);
+    if let Some((name, password)) = user {
+        command.args(["-u", &format!("{name}:{password}")]);
+    }
+    let output = command
+        .arg(format!(
+            "http://{host}/v2/{repository}/manifests/{reference}"
+        ))
+        .output()
+        .expect("running curl");
+    assert!(output.status.success(), "curl: {output:?}");
+    let headers = std::fs::read_to_string(headers).unwrap();
+    if !headers.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let header = |wanted: &str| {
+        headers.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case(wanted)
+                .then(|| value.trim().to_owned())
+        })
+    };
+    Some(Served {
+        digest: header("docker-content-digest").expect("a Docker-Content-Digest header"),
+        content_type: header("content-type").expect("a Content-Type header"),
+        body: output.stdout,
+    })
+}
+
+/// Builds a small image of our own FROM the base image (a file holding `content`, so it differs
+/// from the base), tagged `reference`, with the docker CLI; returns its id.
+pub fn build_small(reference: &str, content: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo '{content}' > /marker\n",
+            service("IMGPIPE_BASE_IMAGE")
+        ),
+    )
+    .unwrap();
+    let (ok, text) = docker(&[
+        "build",
+        "-q",
+        "-t",
+        reference,
+        &dir.path().to_string_lossy(),
+    ]);
+    assert!(ok, "docker build: {text}");
+    let (ok, id) = docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
+    assert!(ok, "docker image inspect {reference}: {id}");
+    id.trim().to_owned()
+}
+
+/// Removes the named local references when a test ends (never the images behind other tags).
+pub struct Refs(pub Vec<String>);
+
+impl Drop for Refs {
+    fn drop(&mut self) {
+        for reference in &self.0 {
+            let _ = docker(&["image", "rm", reference]);
+        }
+    }
+}

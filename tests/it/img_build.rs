@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{docker, service, tool, unique};
+use crate::harness::{docker, registry_manifest, service, tool, unique};
 
 /// Removes the named images when the test ends, whatever happens.
 struct Images(Vec<String>);
@@ -634,20 +634,16 @@ fn auto_chooses_buildkit_unless_docker_buildkit_is_0() {
 fn registry_config(reference: &str) -> String {
     let (host, rest) = reference.split_once('/').unwrap();
     let (repo, tag) = rest.rsplit_once(':').unwrap();
-    let curl = |path: &str| {
-        let out = Command::new("curl")
-            .args(["-fsS", "-H"])
-            .arg("Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
-            .arg(format!("http://{host}/v2/{repo}/{path}"))
-            .output()
-            .expect("running curl");
-        assert!(out.status.success(), "{path}: {out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let manifest: serde_json::Value =
-        serde_json::from_str(&curl(&format!("manifests/{tag}"))).unwrap();
-    let digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
-    curl(&format!("blobs/{digest}"))
+    let manifest = registry_manifest(host, repo, tag, None)
+        .expect("the pushed image")
+        .json();
+    let digest = manifest["config"]["digest"].as_str().unwrap();
+    let out = Command::new("curl")
+        .args(["-fsS", &format!("http://{host}/v2/{repo}/blobs/{digest}")])
+        .output()
+        .expect("running curl");
+    assert!(out.status.success(), "the config blob: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -9,22 +9,7 @@ use serde_json::{Value, json};
 use shared::registry::{Credentials, Registry};
 use shared::secret::Secret;
 
-use crate::harness::{docker, service, tool, unique};
-
-const ACCEPT: &str = "Accept: application/vnd.docker.distribution.manifest.v2+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
-
-/// Removes the named local images when the test ends.
-struct Refs(Vec<String>);
-
-impl Drop for Refs {
-    fn drop(&mut self) {
-        for reference in &self.0 {
-            let _ = docker(&["image", "rm", reference]);
-        }
-    }
-}
+use crate::harness::{Refs, docker, registry_manifest, service, tool, unique};
 
 /// Builds `FROM scratch` plus a file holding `content`, for `platform`, tagged `tag`; returns
 /// the image id. The classic builder records the platform in the image configuration.
@@ -84,34 +69,8 @@ fn registry_get(
     reference: &str,
     user: Option<(&str, &str)>,
 ) -> Option<(String, Value)> {
-    let dir = tempfile::tempdir().unwrap();
-    let headers = dir.path().join("headers");
-    let mut command = Command::new("curl");
-    command
-        .args(["-sS", "-f", "-H", ACCEPT, "-D"])
-        .arg(&headers);
-    if let Some((name, password)) = user {
-        command.args(["-u", &format!("{name}:{password}")]);
-    }
-    let output = command
-        .arg(format!(
-            "http://{host}/v2/{repository}/manifests/{reference}"
-        ))
-        .output()
-        .expect("running curl");
-    if !output.status.success() {
-        return None;
-    }
-    let headers = std::fs::read_to_string(headers).unwrap();
-    let digest = headers
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("docker-content-digest")
-                .then(|| value.trim().to_owned())
-        })
-        .unwrap();
-    Some((digest, serde_json::from_slice(&output.stdout).unwrap()))
+    registry_manifest(host, repository, reference, user)
+        .map(|served| (served.digest.clone(), served.json()))
 }
 
 /// `(os/architecture[/variant], digest)` of each entry of a list or index, sorted.

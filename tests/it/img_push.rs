@@ -10,39 +10,12 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::harness::{docker, service, tool, unique};
-
-/// Removes the named local references when the test ends (never the images behind them).
-struct Refs(Vec<String>);
-
-impl Drop for Refs {
-    fn drop(&mut self) {
-        for reference in &self.0 {
-            let _ = docker(&["image", "rm", reference]);
-        }
-    }
-}
+use crate::harness::{Refs, build_small, docker, registry_manifest, service, tool, unique};
 
 fn image_id(image: &str) -> String {
     let (ok, text) = docker(&["image", "inspect", "--format", "{{.Id}}", image]);
     assert!(ok, "docker image inspect {image}: {text}");
     text.trim().to_owned()
-}
-
-/// Builds a small image of our own FROM the base, different from it (a file with `content`).
-fn build_small(tag: &str, content: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        format!(
-            "FROM {}\nRUN echo '{content}' > /marker\n",
-            service("IMGPIPE_BASE_IMAGE")
-        ),
-    )
-    .unwrap();
-    let (ok, text) = docker(&["build", "-q", "-t", tag, &dir.path().to_string_lossy()]);
-    assert!(ok, "docker build: {text}");
-    image_id(tag)
 }
 
 /// What the registry says a tag points at: the Docker-Content-Digest of a HEAD with every
@@ -53,28 +26,7 @@ fn registry_digest(
     tag: &str,
     user: Option<(&str, &str)>,
 ) -> Option<String> {
-    let mut command = Command::new("curl");
-    command.args(["-sS", "-I", "-H"]).arg(
-        "Accept: application/vnd.docker.distribution.manifest.v2+json, \
-         application/vnd.docker.distribution.manifest.list.v2+json, \
-         application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
-    );
-    if let Some((name, password)) = user {
-        command.args(["-u", &format!("{name}:{password}")]);
-    }
-    let output = command
-        .arg(format!("http://{host}/v2/{repository}/manifests/{tag}"))
-        .output()
-        .expect("running curl");
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    text.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.eq_ignore_ascii_case("docker-content-digest")
-            .then(|| value.trim().to_owned())
-    })
+    registry_manifest(host, repository, tag, user).map(|served| served.digest)
 }
 
 fn input(registry: &str, repository: &str, tags: &[&str], image_id: &str) -> String {

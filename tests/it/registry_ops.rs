@@ -9,47 +9,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Outcome, docker, service, tool, unique};
-
-const ACCEPT: &str = "Accept: application/vnd.docker.distribution.manifest.v2+json, \
-     application/vnd.docker.distribution.manifest.list.v2+json, \
-     application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json";
+use crate::harness::{Outcome, Refs, build_small, registry_manifest, service, tool, unique};
 
 const LIST_TYPE: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// Removes the named local references when the test ends (never the images behind them).
-struct Refs(Vec<String>);
-
-impl Drop for Refs {
-    fn drop(&mut self) {
-        for reference in &self.0 {
-            let _ = docker(&["image", "rm", reference]);
-        }
-    }
-}
 
 /// The `Docker-Content-Digest` and `Content-Type` the registry answers a HEAD of a tag with,
 /// read by curl (a client we did not write); `None` when there is no such tag.
 fn registry_head(host: &str, repository: &str, reference: &str) -> Option<(String, String)> {
-    let output = Command::new("curl")
-        .args(["-sS", "-I", "-H", ACCEPT])
-        .arg(format!(
-            "http://{host}/v2/{repository}/manifests/{reference}"
-        ))
-        .output()
-        .expect("running curl");
-    let text = String::from_utf8_lossy(&output.stdout);
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
-    }
-    let header = |wanted: &str| {
-        text.lines().find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case(wanted)
-                .then(|| value.trim().to_owned())
-        })
-    };
-    Some((header("docker-content-digest")?, header("content-type")?))
+    registry_manifest(host, repository, reference, None)
+        .map(|served| (served.digest, served.content_type))
 }
 
 /// The plain registry's request log (its "response completed" lines), kept by services.sh.
@@ -78,30 +46,6 @@ fn requests_since(from: usize, repository: &str, until: &str) -> Vec<String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Builds a small image of our own FROM the base, tagged `reference`; returns its id.
-fn build_small(reference: &str, content: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        format!(
-            "FROM {}\nRUN echo '{content}' > /marker\n",
-            service("IMGPIPE_BASE_IMAGE")
-        ),
-    )
-    .unwrap();
-    let (ok, text) = docker(&[
-        "build",
-        "-q",
-        "-t",
-        reference,
-        &dir.path().to_string_lossy(),
-    ]);
-    assert!(ok, "docker build: {text}");
-    let (ok, id) = docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
-    assert!(ok, "docker image inspect {reference}: {id}");
-    id.trim().to_owned()
 }
 
 /// Pushes a fresh image as `repository:tag` with img-push; returns its digest.
@@ -210,14 +154,9 @@ fn retag_copies_a_manifest_list_byte_for_byte() {
     let mut refs = Refs(Vec::new());
     let child = push_new(&registry, &repository, "amd64", &mut refs);
     let (_, child_type) = registry_head(&registry, &repository, "amd64").unwrap();
-    let size = Command::new("curl")
-        .args(["-sS", "-H", ACCEPT])
-        .arg(format!(
-            "http://{registry}/v2/{repository}/manifests/{child}"
-        ))
-        .output()
+    let size = registry_manifest(&registry, &repository, &child, None)
         .unwrap()
-        .stdout
+        .body
         .len();
     let list = serde_json::json!({
         "schemaVersion": 2,
