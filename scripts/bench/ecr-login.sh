@@ -9,13 +9,10 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 runs="${1:-20}"
-profile="${BENCH_PROFILE:-release}"
 cd "$root"
-
-eval "$(scripts/services.sh up)"
-cargo build --quiet --profile "$profile" -p ecr-login
-dir="$profile"; [ "$profile" = dev ] && dir=debug
-login="$root/target/$dir/ecr-login"
+. scripts/bench/common.sh
+bench_tools ecr-login
+login="$bin/ecr-login"
 
 # Both must print the same password before anything is timed.
 ours_password=$("$login" --password-stdout)

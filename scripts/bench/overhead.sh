@@ -18,17 +18,10 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 runs="${BENCH_RUNS:-10}"
-profile="${BENCH_PROFILE:-release}"
 cd "$root"
-
-eval "$(scripts/services.sh up)"
-dir="$profile"; [ "$profile" = dev ] && dir=debug
-bin="${CARGO_TARGET_DIR:-$root/target}/$dir"
-[ "${BENCH_BUILD:-1}" = 0 ] || cargo build --quiet --profile "$profile" --workspace --bins
+. scripts/bench/common.sh
 tools=(ecr-login ecr-repo img-tag img-build img-push scan-gate lifecycle-set)
-for tool in "${tools[@]}"; do
-  [ -x "$bin/$tool" ] || { echo "bench: $bin/$tool is missing" >&2; exit 1; }
-done
+bench_tools "${tools[@]}"
 
 aws="$IMGPIPE_AWS_CLI"
 ep="$AWS_ENDPOINT_URL_ECR"

@@ -42,16 +42,9 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 runs="${BENCH_RUNS:-3}"
-profile="${BENCH_PROFILE:-release}"
 cd "$root"
-
-eval "$(scripts/services.sh up)"
-dir="$profile"; [ "$profile" = dev ] && dir=debug
-bin="${CARGO_TARGET_DIR:-$root/target}/$dir"
-[ "${BENCH_BUILD:-1}" = 0 ] || cargo build --quiet --profile "$profile" --workspace --bins
-for tool in ecr-repo ecr-login img-tag img-build img-push scan-gate lifecycle-set; do
-  [ -x "$bin/$tool" ] || { echo "bench: $bin/$tool is missing" >&2; exit 1; }
-done
+. scripts/bench/common.sh
+bench_tools ecr-repo ecr-login img-tag img-build img-push scan-gate lifecycle-set
 
 reg="$IMGPIPE_AUTH_REGISTRY"
 ep="$AWS_ENDPOINT_URL_ECR"

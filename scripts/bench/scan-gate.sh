@@ -10,17 +10,13 @@ set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RUNS="${1:-5}"
 FINDINGS=10000
-PROFILE="${BENCH_PROFILE:-release}"
 cd "$REPO_ROOT"
-
-eval "$(scripts/services.sh up)"
+. scripts/bench/common.sh
+bench_tools scan-gate
+PROFILE="$profile"
+GATE="$bin/scan-gate"
 AWS=("$IMGPIPE_AWS_CLI" --endpoint-url "$AWS_ENDPOINT_URL_ECR" --output json)
 PYTHON="$(dirname "$IMGPIPE_AWS_CLI")/python3"
-
-cargo build --quiet --profile "$PROFILE" -p scan-gate
-TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-DIR="$PROFILE"; [ "$PROFILE" = dev ] && DIR=debug
-GATE="$TARGET_DIR/$DIR/scan-gate"
 
 repo="bench-scan-gate-$$-$(date +%s)"
 "${AWS[@]}" ecr create-repository --repository-name "$repo" >/dev/null

@@ -38,19 +38,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-profile="${BENCH_PROFILE:-release}"
-if [ "$profile" = release ]; then bins="$root/target/release"; flag=--release; else bins="$root/target/debug"; flag=; fi
-if [ "${BENCH_BUILD:-1}" != 0 ]; then
-  echo "building img-tag, img-build, img-push ($profile)..." >&2
-  cargo build $flag -p img-tag -p img-build -p img-push >&2
-fi
-for tool in img-tag img-build img-push; do
-  [ -x "$bins/$tool" ] || { echo "missing $bins/$tool" >&2; exit 1; }
-done
-"$bins/img-build" --help | grep -q -- --skip-if-present \
-  || { echo "$bins/img-build has no --skip-if-present: rebuild it" >&2; exit 1; }
+. scripts/bench/common.sh
+bench_tools img-tag img-build img-push
+"$bin/img-build" --help | grep -q -- --skip-if-present \
+  || { echo "$bin/img-build has no --skip-if-present: rebuild it" >&2; exit 1; }
 
-eval "$(scripts/services.sh up)"
 registry="$IMGPIPE_REGISTRY"
 repository="bench-skip-$$"
 
@@ -72,10 +64,10 @@ pipeline() {
   local name="$1" tag="$2"; shift 2
   local start end
   start=$(date +%s.%N)
-  if ! ( "$bins/img-tag" --no-input -q --context "$work/app" --registry "$registry" \
+  if ! ( "$bin/img-tag" --no-input -q --context "$work/app" --registry "$registry" \
            --repository "$repository" --tag "raw:$tag" --tag content \
-         | "$bins/img-build" -q "$@" "$work/app" \
-         | "$bins/img-push" -q >"$work/$name.json" ) 2>"$work/$name.err"; then
+         | "$bin/img-build" -q "$@" "$work/app" \
+         | "$bin/img-push" -q >"$work/$name.json" ) 2>"$work/$name.err"; then
     echo "$name failed:" >&2; tail -20 "$work/$name.err" >&2; exit 1
   fi
   end=$(date +%s.%N)
