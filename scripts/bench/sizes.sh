@@ -16,7 +16,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
-tools=(ecr-login ecr-repo img-tag img-build img-push scan-gate lifecycle-set)
+tools=(ecr-login ecr-repo img-tag img-build img-push img-manifest scan-gate lifecycle-set)
 [ "${BENCH_BUILD:-1}" = 0 ] || cargo build --quiet --release --workspace --bins
 
 work="$(mktemp -d /tmp/bench-sizes.XXXXXX)"

@@ -55,7 +55,7 @@ const CHUNK: usize = 256 * 1024;
   ecr-login | img-tag | img-build --cache-from \"$ECR_REGISTRY/$IMAGE_REPO:latest\" | img-push
 
   # A Dockerfile outside the context, one stage, a build argument from the environment
-  img-build --no-input -f docker/Dockerfile.prod --target runtime --build-arg NPM_TOKEN \\
+  img-build --no-input -f docker/Dockerfile.prod --target runtime --build-arg APP_VERSION \\
       --tag my-app:dev ./app
 
   # What would be sent, and why node_modules/x is not
