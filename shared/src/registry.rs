@@ -299,18 +299,11 @@ impl Registry {
     /// A client for the registry at `host` (`123456789012.dkr.ecr.us-east-1.amazonaws.com`,
     /// `127.0.0.1:5000`), retrying transient faults as [`Retry::default`] says.
     pub fn new(host: &str, credentials: Option<Credentials>) -> Result<Self> {
-        let loopback = is_loopback(host);
-        let scheme = if loopback { "http" } else { "https" };
-        let mut builder = reqwest::Client::builder()
+        let scheme = if is_loopback(host) { "http" } else { "https" };
+        let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
-            .user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")));
-        if loopback {
-            // Plain HTTP: the system's CA store is not needed, and loading it is most of the
-            // client's start-up cost.
-            builder = builder.tls_certs_only([]);
-        }
-        let http = builder
+            .user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::internal(format!("building the HTTP client: {}", chain(&e))))?;
         Ok(Self {
