@@ -286,6 +286,22 @@ impl Retry {
     }
 }
 
+/// Runs `lookup` for each of `references` and returns the results in order: the first alone,
+/// so that a token registry's token is fetched once and cached, then the rest concurrently, so
+/// that a tool checking or verifying several tags waits for two round trips, not one per tag.
+async fn each_reference<'a, T, F, Fut>(references: &'a [String], lookup: F) -> Result<Vec<T>>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let Some((first, rest)) = references.split_first() else {
+        return Ok(Vec::new());
+    };
+    let mut results = vec![lookup(first).await?];
+    results.extend(futures_util::future::try_join_all(rest.iter().map(|r| lookup(r))).await?);
+    Ok(results)
+}
+
 /// A random number for jitter, from the standard library's per-process random hash keys.
 fn jitter() -> u64 {
     use std::hash::BuildHasher as _;
@@ -382,19 +398,26 @@ impl Registry {
     }
 
     /// The digest each of `references` points at, as [`Self::manifest_digest`] says, in order.
-    /// The lookups run concurrently: a tool that checks or verifies several tags waits for one
-    /// round trip, not one per tag.
+    /// See [`each_reference`] for how the lookups run.
     pub async fn manifest_digests(
         &self,
         repository: &str,
         references: &[String],
     ) -> Result<Vec<Option<String>>> {
-        futures_util::future::try_join_all(
-            references
-                .iter()
-                .map(|reference| self.manifest_digest(repository, reference)),
-        )
+        each_reference(references, |reference| {
+            self.manifest_digest(repository, reference)
+        })
         .await
+    }
+
+    /// The manifest each of `references` points at, as [`Self::manifest`] says, in order. See
+    /// [`each_reference`] for how the lookups run.
+    pub async fn manifests(
+        &self,
+        repository: &str,
+        references: &[String],
+    ) -> Result<Vec<Option<Manifest>>> {
+        each_reference(references, |reference| self.manifest(repository, reference)).await
     }
 
     /// The manifest a tag or digest points at (`GET`, accepting every manifest type in

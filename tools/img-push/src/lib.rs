@@ -670,13 +670,7 @@ async fn tag_states(
     image_id: &str,
     repo_digests: &[String],
 ) -> Result<Vec<TagState>> {
-    let manifests = futures_util::future::try_join_all(
-        target
-            .tags
-            .iter()
-            .map(|tag| registry.manifest(&target.repository, tag)),
-    )
-    .await?;
+    let manifests = registry.manifests(&target.repository, &target.tags).await?;
     let mut states = Vec::new();
     for manifest in manifests {
         let state = match manifest {
