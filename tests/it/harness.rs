@@ -384,7 +384,8 @@ impl Served {
 
 /// What the registry at `host` (plain HTTP, as on loopback) serves for
 /// `repository:reference`, read by curl (a client we did not write) with every manifest type
-/// accepted and Basic credentials when `user` gives them; `None` when it answers other than 200.
+/// accepted and Basic credentials when `user` gives them; `None` when it has no such manifest
+/// (404). Any other answer fails the test: a refused login or a server error is not "absent".
 pub fn registry_manifest(
     host: &str,
     repository: &str,
@@ -408,9 +409,14 @@ pub fn registry_manifest(
         .expect("running curl");
     assert!(output.status.success(), "curl: {output:?}");
     let headers = std::fs::read_to_string(headers).unwrap();
-    if !headers.starts_with("HTTP/1.1 200") {
+    if headers.starts_with("HTTP/1.1 404") {
         return None;
     }
+    assert!(
+        headers.starts_with("HTTP/1.1 200"),
+        "{host}/{repository}:{reference}: {headers}{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
     let header = |wanted: &str| {
         headers.lines().find_map(|line| {
             let (name, value) = line.split_once(':')?;
