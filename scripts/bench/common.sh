@@ -3,14 +3,18 @@
 # bench_tools TOOL...: starts the local services (scripts/services.sh; their variables are
 # exported), builds the TOOLs unless BENCH_BUILD=0, and sets
 #   profile  BENCH_PROFILE: release (the default), or dev for a debug build
-#   bin      the folder holding the binaries (under CARGO_TARGET_DIR, else target/)
-# It stops the benchmark when a TOOL's binary is missing.
+#   bin      the folder holding the binaries (in cargo's target directory, wherever it is set)
+# It stops the benchmark when the services do not start or a TOOL's binary is missing.
 bench_tools() {
-  eval "$(scripts/services.sh up)"
+  local services dir target tool packages=()
+  services="$(scripts/services.sh up)" || { echo "bench: the local services did not start" >&2; exit 1; }
+  eval "$services"
   profile="${BENCH_PROFILE:-release}"
-  local dir="$profile" tool packages=()
+  dir="$profile"
   [ "$profile" = dev ] && dir=debug
-  bin="${CARGO_TARGET_DIR:-$PWD/target}/$dir"
+  target="$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+  bin="$target/$dir"
   for tool in "$@"; do packages+=(-p "$tool"); done
   if [ "${BENCH_BUILD:-1}" != 0 ]; then
     echo "bench: building ${*} ($profile)" >&2
