@@ -150,8 +150,20 @@ impl Aws {
     /// Who the credentials belong to, as STS GetCallerIdentity says, with an assumed role's
     /// session name dropped (`arn:aws:sts::123456789012:assumed-role/ci/build-1` becomes
     /// `arn:aws:sts::123456789012:assumed-role/ci`), so every session of a role is one identity.
+    ///
+    /// One attempt with short timeouts: in a VPC that has ECR endpoints and no STS endpoint, STS
+    /// cannot be reached at all, and callers that can do without it should learn so quickly.
     pub async fn caller_identity(&self) -> Result<String> {
-        let output = aws_sdk_sts::Client::new(&self.config)
+        let sts = aws_sdk_sts::config::Builder::from(&self.config)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_timeout(Duration::from_secs(5))
+                    .build(),
+            )
+            .retry_config(aws_sdk_sts::config::retry::RetryConfig::standard().with_max_attempts(1))
+            .build();
+        let output = aws_sdk_sts::Client::from_conf(sts)
             .get_caller_identity()
             .send()
             .await
@@ -178,6 +190,19 @@ impl Aws {
             }
             None => arn.to_owned(),
         })
+    }
+
+    /// The access key id of the resolved credentials: who the caller is when STS cannot say.
+    pub async fn access_key_id(&self) -> Result<String> {
+        let provider = self
+            .config
+            .credentials_provider()
+            .ok_or_else(|| Error::config("no AWS credential provider is configured"))?;
+        let credentials = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| Error::no_perm(format!("could not get AWS credentials: {}", chain(&e))))?;
+        Ok(credentials.access_key_id().to_owned())
     }
 
     /// The region in use.

@@ -78,7 +78,11 @@ pub fn expiry(credentials: &Credentials, now: DateTime<Utc>) -> Expiry {
 /// The credentials for `host`: stored ones as Docker finds them, else (for an ECR host) a fresh
 /// token from ECR, else none. Stored ECR credentials that have expired are replaced by a fresh
 /// token for an ECR host, and are an error ([`crate::exit::NO_PERM`]) for any other.
+///
+/// `host` is checked first ([`crate::names::check_host`]): nothing is looked up or fetched for
+/// a name that is not a registry host.
 pub async fn lookup(host: &str, aws: &AwsArgs) -> Result<Found> {
+    crate::names::check_host(host)?;
     let config = DockerConfig::load()?;
     let stored = config.credentials(host)?;
     let ecr = crate::ecr::parse_host(host);

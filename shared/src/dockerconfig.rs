@@ -331,14 +331,32 @@ impl ConfigLock {
     }
 }
 
-/// Runs `docker-credential-<name> <action>` with `input` on stdin; returns stdout.
-fn run_helper(name: &str, action: &str, input: &[u8]) -> Result<(bool, String)> {
+/// What a credential helper answered: its exit status and its stdout.
+struct HelperAnswer {
+    status: std::process::ExitStatus,
+    stdout: String,
+}
+
+impl HelperAnswer {
+    fn ok(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Whether the helper said the protocol's "credentials not found".
+    fn not_found(&self) -> bool {
+        self.stdout.to_lowercase().contains("credentials not found")
+    }
+}
+
+/// Runs `docker-credential-<name> <action>` with `input` on stdin; returns its exit status and
+/// stdout. Its stderr is not kept: a helper may print the secret there.
+fn run_helper(name: &str, action: &str, input: &[u8]) -> Result<HelperAnswer> {
     let program = format!("docker-credential-{name}");
     let mut child = Command::new(&program)
         .arg(action)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| {
             Error::config(format!(
@@ -356,30 +374,36 @@ fn run_helper(name: &str, action: &str, input: &[u8]) -> Result<(bool, String)> 
     let output = child
         .wait_with_output()
         .map_err(|e| Error::io(format!("running {program}"), &e))?;
-    Ok((
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-    ))
+    Ok(HelperAnswer {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+    })
 }
 
-fn helper_failed(name: &str, action: &str, host: &str, answer: &str) -> Error {
-    // A helper's answer on failure is a message, never a secret: the protocol prints errors on stdout.
-    let answer = crate::cli::one_line(answer);
+/// A failed helper, named with its exit status. What it printed is left out: a helper may
+/// echo the secret it was given or holds.
+fn helper_failed(name: &str, action: &str, host: &str, answer: &HelperAnswer) -> Error {
+    let status = match answer.status.code() {
+        Some(code) => format!("exit status {code}"),
+        None => "killed by a signal".to_owned(),
+    };
     Error::config(format!(
-        "the Docker credential helper docker-credential-{name} failed to {action} credentials for {host}: {answer}"
+        "the Docker credential helper docker-credential-{name} failed to {action} credentials for {host} ({status})"
     ))
-    .with_hint("check the helper (is its keychain unlocked? is it the right helper for this host?)")
+    .with_hint(format!(
+        "run docker-credential-{name} {action} by hand to see why (is its keychain unlocked? is it the right helper for this host?)"
+    ))
 }
 
 fn helper_get(name: &str, host: &str) -> Result<Option<Credentials>> {
-    let (ok, answer) = run_helper(name, "get", host.as_bytes())?;
-    if !ok {
-        if answer.to_lowercase().contains("credentials not found") {
+    let answer = run_helper(name, "get", host.as_bytes())?;
+    if !answer.ok() {
+        if answer.not_found() {
             return Ok(None);
         }
         return Err(helper_failed(name, "get", host, &answer));
     }
-    let value: Value = serde_json::from_str(&answer).map_err(|_| {
+    let value: Value = serde_json::from_str(&answer.stdout).map_err(|_| {
         Error::config(format!(
             "the Docker credential helper docker-credential-{name} answered get for {host} with something that is not JSON"
         ))
@@ -407,8 +431,8 @@ fn helper_store(name: &str, host: &str, credentials: &Credentials) -> Result<()>
         "Username": credentials.username,
         "Secret": credentials.password.expose(),
     });
-    let (ok, answer) = run_helper(name, "store", input.to_string().as_bytes())?;
-    if ok {
+    let answer = run_helper(name, "store", input.to_string().as_bytes())?;
+    if answer.ok() {
         Ok(())
     } else {
         Err(helper_failed(name, "store", host, &answer))
@@ -416,8 +440,8 @@ fn helper_store(name: &str, host: &str, credentials: &Credentials) -> Result<()>
 }
 
 fn helper_erase(name: &str, host: &str) -> Result<()> {
-    let (ok, answer) = run_helper(name, "erase", host.as_bytes())?;
-    if ok || answer.to_lowercase().contains("credentials not found") {
+    let answer = run_helper(name, "erase", host.as_bytes())?;
+    if answer.ok() || answer.not_found() {
         Ok(())
     } else {
         Err(helper_failed(name, "erase", host, &answer))

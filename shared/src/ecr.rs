@@ -36,10 +36,12 @@ const SUFFIXES: &[&str] = &[
 ];
 
 /// Parses an ECR registry host (`123456789012.dkr.ecr.us-east-1.amazonaws.com`, with or without
-/// a port); `None` for any other host.
+/// a port); `None` for any other host, and for anything that is not a valid host at all
+/// ([`crate::names::split_host`]): `<ecr-host>:443@other.host` is not ECR.
 #[must_use]
 pub fn parse_host(host: &str) -> Option<EcrHost> {
-    let name = host.split(':').next()?.to_ascii_lowercase();
+    let (name, _) = crate::names::split_host(host).ok()?;
+    let name = name.to_ascii_lowercase();
     let suffix = SUFFIXES.iter().find(|s| name.ends_with(&format!(".{s}")))?;
     let head = &name[..name.len() - suffix.len() - 1];
     let labels: Vec<&str> = head.split('.').collect();
@@ -110,10 +112,18 @@ pub async fn authorization_token(aws: &Aws) -> Result<Token> {
     let expires_at = data
         .expires_at()
         .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()));
-    let registry = data
-        .proxy_endpoint()
-        .map(|e| crate::dockerconfig::hostname(e).to_owned())
-        .unwrap_or_default();
+    let registry = match data.proxy_endpoint() {
+        Some(endpoint) => crate::names::host_of_address(endpoint)
+            .map_err(|e| {
+                Error::unavailable(format!(
+                    "the ECR API at {} returned a proxy endpoint that is not a registry: {}",
+                    aws.endpoint(),
+                    e.message()
+                ))
+            })?
+            .to_owned(),
+        None => String::new(),
+    };
     Ok(Token {
         credentials: Credentials {
             username: username.to_owned(),
@@ -227,6 +237,13 @@ mod tests {
             "123456789012.dkr.ecr.us-east-1.example.com",
             "123456789012.dkr-ecr.us-east-1.amazonaws.com",
             "x.123456789012.dkr.ecr.us-east-1.amazonaws.com",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com:443@other.host",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com@other.host",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com/x",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com:x",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com.evil.example",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com\\evil",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com ",
         ] {
             assert_eq!(parse_host(host), None, "{host}");
         }

@@ -59,12 +59,35 @@ fn colour() -> bool {
     stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Writes one message at `level`. A failed write to stderr is ignored: there is nowhere left
-/// to report it.
+/// `text` with every control character but tab (C0, DEL, C1: newline, carriage return, ESC,
+/// ...) written as a Rust-style escape (`\n`, `\u{1b}`). Messages quote outside input (branch
+/// names, registry answers, file names, finding titles); escaped, such input cannot forge a log
+/// line of its own or drive the terminal.
+#[must_use]
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\t';
+    if !text.contains(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            escaped.extend(c.escape_debug());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
+/// Writes one message at `level`, on one line: control characters in it are escaped (see
+/// [`escape_controls`]). A failed write to stderr is ignored: there is nowhere left to report it.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
     }
+    let text = args.to_string();
+    let args = escape_controls(&text);
     let label = match level {
         Level::Error => Some(("error", "\x1b[1;31m")),
         Level::Warn => Some(("warning", "\x1b[1;33m")),
@@ -96,4 +119,27 @@ macro_rules! warn {
 #[macro_export]
 macro_rules! verbose {
     ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Verbose, format_args!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_plain_text_is_kept() {
+        assert_eq!(
+            escape_controls("plain text\twith tab"),
+            "plain text\twith tab"
+        );
+        assert_eq!(
+            escape_controls("x\nimg-tag: error: forged"),
+            "x\\nimg-tag: error: forged"
+        );
+        assert_eq!(escape_controls("\u{1b}[31mred\r"), "\\u{1b}[31mred\\r");
+        assert_eq!(
+            escape_controls("c1 \u{9b} del \u{7f}"),
+            "c1 \\u{9b} del \\u{7f}"
+        );
+        assert_eq!(escape_controls("é ü 日本"), "é ü 日本");
+    }
 }

@@ -11,6 +11,14 @@
 //! (connection refused or reset, EOF, timeouts, 5xx, 429) are retried with exponential backoff
 //! and jitter, within a bounded number of attempts and an optional deadline ([`Retry`]); denials
 //! (401, 403) fail at once.
+//!
+//! A registry is outside input, so the client bounds what it takes from one. The host is
+//! checked before any request ([`crate::names::check_host`]). An ECR registry is only ever
+//! answered with Basic authentication, as ECR itself asks: a Bearer challenge from it, whose
+//! realm could be any host, gets no ECR token. Other credentials go to a token realm only over
+//! HTTPS (plain HTTP only for a loopback registry) and only to a valid host. Bodies are read up
+//! to a limit each (a manifest as distribution itself allows, 4 MiB), and no request outlives
+//! the deadline.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,6 +30,19 @@ use reqwest::{Method, StatusCode};
 use crate::error::{Error, Result, chain};
 use crate::exit;
 use crate::secret::Secret;
+
+/// The largest manifest read or stored: distribution refuses larger ones too.
+pub const MANIFEST_LIMIT: usize = 4 << 20;
+/// The largest blob read into memory (image configurations: usually a few KiB).
+pub const BLOB_LIMIT: usize = 16 << 20;
+/// The largest page of a tag list.
+const TAGS_PAGE_LIMIT: usize = 8 << 20;
+/// The largest token answer.
+const TOKEN_LIMIT: usize = 1 << 20;
+/// The most of an error answer read to say what the registry said.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+/// The longest a single request may take when no deadline is nearer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A username and password for a registry.
 #[derive(Clone, Debug)]
@@ -314,11 +335,12 @@ type Body<'a> = Option<(&'a str, &'a [u8])>;
 impl Registry {
     /// A client for the registry at `host` (`123456789012.dkr.ecr.us-east-1.amazonaws.com`,
     /// `127.0.0.1:5000`), retrying transient faults as [`Retry::default`] says.
+    /// A host that is not valid ([`crate::names::check_host`]) is bad input.
     pub fn new(host: &str, credentials: Option<Credentials>) -> Result<Self> {
+        crate::names::check_host(host)?;
         let scheme = if is_loopback(host) { "http" } else { "https" };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
             .user_agent(concat!("imgpipe/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::internal(format!("building the HTTP client: {}", chain(&e))))?;
@@ -436,11 +458,7 @@ impl Registry {
                     .get(CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| self.transport_error(&e))?
-                    .to_vec();
+                let body = self.read_body(response, MANIFEST_LIMIT, &action).await?;
                 let media_type = header_type
                     .filter(|t| !t.is_empty() && t != "application/json")
                     .or_else(|| {
@@ -489,12 +507,13 @@ impl Registry {
                 .headers()
                 .get(LINK)
                 .and_then(|v| v.to_str().ok())
-                .and_then(next_link);
-            let body: serde_json::Value = response.json().await.map_err(|e| {
+                .and_then(next_link)
+                .filter(|link| same_tag_list(link, repository));
+            let bytes = self.read_body(response, TAGS_PAGE_LIMIT, &action).await?;
+            let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
                 Error::unavailable(format!(
-                    "registry {}: {action}: the answer could not be read: {}",
-                    self.host,
-                    chain(&e)
+                    "registry {}: {action}: the answer is not JSON: {e}",
+                    self.host
                 ))
             })?;
             if let Some(items) = body.get("tags").and_then(serde_json::Value::as_array) {
@@ -550,11 +569,7 @@ impl Registry {
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
             status if status.is_success() => {
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| self.transport_error(&e))?
-                    .to_vec();
+                let body = self.read_body(response, BLOB_LIMIT, &action).await?;
                 let actual = sha256_digest(&body);
                 if actual == digest {
                     Ok(Some(body))
@@ -602,6 +617,12 @@ impl Registry {
         body: &[u8],
     ) -> Result<String> {
         let action = format!("storing the manifest of {repository}:{reference}");
+        if body.len() > MANIFEST_LIMIT {
+            return Err(Error::data(format!(
+                "{action}: the manifest has {} bytes, more than registries accept ({MANIFEST_LIMIT})",
+                body.len()
+            )));
+        }
         let response = self
             .request(
                 Method::PUT,
@@ -737,7 +758,7 @@ impl Registry {
         accept: Option<&str>,
         body: Body<'_>,
     ) -> Result<reqwest::Response> {
-        let mut request = self.http.request(method, url);
+        let mut request = self.http.request(method, url).timeout(self.time_left()?);
         if let Some(value) = authorization {
             request = request.header(AUTHORIZATION, value.clone());
         }
@@ -758,12 +779,22 @@ impl Registry {
         credentials: &Credentials,
         scope: &str,
     ) -> Result<HeaderValue> {
+        if is_ecr_credentials(&self.host, credentials) {
+            return Err(Error::no_perm(format!(
+                "registry {} asked for a Bearer token from '{}'; ECR registries use Basic \
+                 authentication, so the ECR token was not sent",
+                self.host,
+                crate::names::quote(challenge.param("realm").unwrap_or_default())
+            ))
+            .with_hint("check that the registry host really is ECR's (DNS, proxies, /etc/hosts)"));
+        }
         let realm = challenge.param("realm").ok_or_else(|| {
             Error::unavailable(format!(
                 "registry {} asked for a bearer token without naming where to get it",
                 self.host
             ))
         })?;
+        let realm = self.check_realm(realm)?;
         let mut query: Vec<(&str, &str)> = Vec::new();
         if let Some(service) = challenge.param("service") {
             query.push(("service", service));
@@ -780,6 +811,7 @@ impl Registry {
             .http
             .get(realm)
             .query(&query)
+            .timeout(self.time_left()?)
             .basic_auth(&credentials.username, Some(credentials.password.expose()))
             .send()
             .await
@@ -790,11 +822,13 @@ impl Registry {
         if !response.status().is_success() {
             return Err(self.status_error("getting a token", response).await);
         }
-        let body: serde_json::Value = response.json().await.map_err(|e| {
+        let bytes = self
+            .read_body(response, TOKEN_LIMIT, "getting a token")
+            .await?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
             Error::unavailable(format!(
-                "registry {}: the token answer could not be read: {}",
-                self.host,
-                chain(&e)
+                "registry {}: the token answer is not JSON: {e}",
+                self.host
             ))
         })?;
         let token = body
@@ -817,6 +851,85 @@ impl Registry {
         Ok(value)
     }
 
+    /// Checks a token realm before credentials go there: an http(s) URL without user
+    /// information on a valid host, HTTPS unless the registry itself is a loopback one.
+    fn check_realm(&self, realm: &str) -> Result<reqwest::Url> {
+        let bad = |why: &str| {
+            Error::unavailable(format!(
+                "registry {} named a token realm '{}' that {why}: the credentials were not sent",
+                self.host,
+                crate::names::quote(realm)
+            ))
+        };
+        let url = reqwest::Url::parse(realm).map_err(|_| bad("is not a URL"))?;
+        let plain_ok = is_loopback(&self.host);
+        match url.scheme() {
+            "https" => {}
+            "http" if plain_ok => {}
+            _ => return Err(bad("is not an https URL")),
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("has user information"));
+        }
+        let authority = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => return Err(bad("names no host")),
+        };
+        if crate::names::check_host(&authority).is_err() {
+            return Err(bad("names no valid host"));
+        }
+        Ok(url)
+    }
+
+    /// How long the next request may take: [`REQUEST_TIMEOUT`], or what is left of the
+    /// deadline if that is less. A deadline already passed is a timeout.
+    fn time_left(&self) -> Result<Duration> {
+        let Some(deadline) = self.retry.deadline else {
+            return Ok(REQUEST_TIMEOUT);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::timeout(format!(
+                "registry {}: the deadline passed before the request could be sent",
+                self.host
+            )));
+        }
+        Ok(left.min(REQUEST_TIMEOUT))
+    }
+
+    /// Reads a response's body, refusing one longer than `limit` bytes (as it arrives, so an
+    /// endless body costs at most `limit`).
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        limit: usize,
+        action: &str,
+    ) -> Result<Vec<u8>> {
+        let too_long = || {
+            Error::unavailable(format!(
+                "registry {}: {action}: the answer is longer than {limit} bytes",
+                self.host
+            ))
+            .with_hint("the registry is misbehaving, or is not a registry")
+        };
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(too_long());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(&e))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(too_long());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
     fn transport_error(&self, err: &reqwest::Error) -> Error {
         let detail = chain(err);
         if err.is_timeout() {
@@ -834,8 +947,8 @@ impl Registry {
     /// An error for an unexpected answer, with what the registry said about it.
     async fn status_error(&self, action: &str, response: reqwest::Response) -> Error {
         let status = response.status();
-        let said = response
-            .bytes()
+        let said = self
+            .read_body(response, ERROR_BODY_LIMIT, action)
             .await
             .ok()
             .and_then(|body| registry_said(&body));
@@ -862,8 +975,15 @@ fn content_digest(response: &reqwest::Response) -> Option<String> {
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|d| d.contains(':'))
+        .filter(|d| crate::names::check_digest(d).is_ok())
         .map(str::to_owned)
+}
+
+/// Whether `credentials` for `host` are ECR's: the host is an ECR registry, or the password is
+/// an ECR token (it carries ECR's expiry). These are sent with Basic authentication only.
+fn is_ecr_credentials(host: &str, credentials: &Credentials) -> bool {
+    crate::ecr::parse_host(host).is_some()
+        || crate::ecr::password_expiry(&credentials.password).is_some()
 }
 
 fn refused(host: &str, credentials: &Credentials) -> Error {
@@ -903,6 +1023,13 @@ pub fn registry_said(body: &[u8]) -> Option<String> {
     } else {
         Some(crate::cli::one_line(&parts.join("; ")))
     }
+}
+
+/// Whether a next-page link stays on `repository`'s tag list: a registry may not lead the
+/// client to another path (`..` segments included) with its credentials.
+fn same_tag_list(link: &str, repository: &str) -> bool {
+    let path = link.split('?').next().unwrap_or(link);
+    path == format!("/v2/{repository}/tags/list") && !link.contains('#')
 }
 
 /// The path and query of a `Link: </v2/...?last=x&n=100>; rel="next"` header.
@@ -1102,6 +1229,12 @@ mod tests {
             Some("/v2/a/tags/list?last=b")
         );
         assert_eq!(next_link(r#"</v2/a/tags/list?last=b>; rel="prev""#), None);
+        assert!(same_tag_list("/v2/a/b/tags/list?last=x&n=2", "a/b"));
+        assert!(!same_tag_list(
+            "/v2/a/b/tags/list/../../../c/tags/list",
+            "a/b"
+        ));
+        assert!(!same_tag_list("/v2/c/tags/list?last=x", "a/b"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! failure: the command, its exit code, stdout and stderr.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -92,6 +92,7 @@ pub struct Run {
     command: Command,
     display: String,
     stdin: Option<Vec<u8>>,
+    limit: Option<std::time::Duration>,
 }
 
 /// Prepares a run of `tool` in a clean environment: PATH, a fresh HOME, the local services'
@@ -115,6 +116,7 @@ pub fn program(path: &Path) -> Run {
         command,
         display: name,
         stdin: None,
+        limit: None,
     }
 }
 
@@ -158,6 +160,13 @@ impl Run {
         self
     }
 
+    /// Kills the tool, failing the test, if it has not finished after `limit`: for tests of a
+    /// peer that hangs, where "it never returns" is the defect.
+    pub fn kill_after(mut self, limit: std::time::Duration) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
     /// The underlying command, for tests that manage the process themselves.
     pub fn into_command(self) -> Command {
         self.command
@@ -175,7 +184,44 @@ impl Run {
         let writer = std::thread::spawn(move || {
             let _ = stdin.write_all(&input);
         });
-        let output = child.wait_with_output().expect("waiting for the tool");
+        let output = match self.limit {
+            None => child.wait_with_output().expect("waiting for the tool"),
+            Some(limit) => {
+                let started = std::time::Instant::now();
+                let mut pipes = (child.stdout.take(), child.stderr.take());
+                let read = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+                    std::thread::spawn(move || {
+                        let mut bytes = Vec::new();
+                        if let Some(mut pipe) = pipe {
+                            let _ = pipe.read_to_end(&mut bytes);
+                        }
+                        bytes
+                    })
+                };
+                let stdout = read(pipes.0.take().map(|p| Box::new(p) as _));
+                let stderr = read(pipes.1.take().map(|p| Box::new(p) as _));
+                let status = loop {
+                    if let Some(status) = child.try_wait().expect("waiting for the tool") {
+                        break status;
+                    }
+                    if started.elapsed() > limit {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!(
+                            "{} did not finish within {} s: it was killed",
+                            self.display,
+                            limit.as_secs()
+                        );
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                };
+                std::process::Output {
+                    status,
+                    stdout: stdout.join().expect("stdout reader"),
+                    stderr: stderr.join().expect("stderr reader"),
+                }
+            }
+        };
         writer.join().expect("stdin writer");
         Outcome {
             display: self.display,

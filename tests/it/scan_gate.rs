@@ -739,7 +739,7 @@ fn bad_input_is_refused_before_any_wait() {
     tool("scan-gate")
         .stdin(json!({"repository": "app", "digest": "sha256:abc"}).to_string())
         .run()
-        .fails(65, &["is not an image digest"]);
+        .fails(65, &["is not a digest"]);
     let repository = unique("gate-missing");
     create_repository(&repository);
     tool("scan-gate")

@@ -33,6 +33,22 @@ pub fn dir() -> Option<PathBuf> {
     Some(base.join("imgpipe").join("ecr-login"))
 }
 
+/// The key the cache is kept under for the caller of `aws`: its identity as STS names it, or,
+/// when STS cannot be asked (a VPC with ECR endpoints only), its access key id. The error STS
+/// gave is returned too, for a hint should ECR fail as well.
+pub async fn key(aws: &shared::aws::Aws) -> Result<(String, Option<Error>)> {
+    match aws.caller_identity().await {
+        Ok(identity) => Ok((identity, None)),
+        Err(sts) => {
+            let key = aws
+                .access_key_id()
+                .await
+                .map_err(|e| e.with_hint(format!("STS failed as well: {}", sts.message())))?;
+            Ok((format!("access key {key}"), Some(sts)))
+        }
+    }
+}
+
 fn entry_path(dir: &Path, identity: &str, region: &str) -> PathBuf {
     let key = shared::hex(&Sha256::digest(format!("{identity}\n{region}"))[..16]);
     dir.join(format!("{key}.json"))

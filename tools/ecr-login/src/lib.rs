@@ -193,12 +193,7 @@ fn named_registries(cli: &Cli, doc: &Document) -> Vec<String> {
 }
 
 fn check_host(host: &str) -> Result<String> {
-    let host = shared::dockerconfig::hostname(host.trim());
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(Error::data(format!("'{host}' is not a registry host name"))
-            .with_hint("give a host such as 123456789012.dkr.ecr.us-east-1.amazonaws.com or localhost:5000"));
-    }
-    Ok(host.to_owned())
+    shared::names::host_of_address(host).map(str::to_owned)
 }
 
 async fn login(cli: &Cli, aws: &Aws, tokens: &mut Tokens, mut doc: Document) -> Result<Document> {

@@ -473,7 +473,19 @@ fn labels(cli: &Cli, doc: &Document) -> HashMap<String, String> {
 /// it: a first part with a dot or a port, or `localhost`), or `None` for Docker Hub.
 fn registry_of(repository: &str) -> Option<&str> {
     let (first, _) = repository.split_once('/')?;
-    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+    shared::names::looks_like_host(first).then_some(first)
+}
+
+/// Checks the registry host of each reference that names one, before anything is looked up or
+/// sent: credentials are found by that name.
+fn check_registries<'a>(references: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    for reference in references {
+        if let Some(host) = registry_of(reference) {
+            shared::names::check_host(host)
+                .map_err(|e| e.context(format!("image {}", shared::names::quote(reference))))?;
+        }
+    }
+    Ok(())
 }
 
 /// Pulls each cache image that is not local, with the credentials stored for its registry
@@ -730,10 +742,11 @@ async fn build(
     mut doc: Document,
 ) -> Result<Document> {
     let started = Instant::now();
+    check_registries(references(&doc, &cli.tags).iter().chain(&cli.cache_from))?;
     let ctx = open_context(cli)?;
     if cli.skip_if_present {
         let summary = ctx.hash()?;
-        if let Some(found) = find_present(cli, &doc, &summary.hash).await {
+        if let Some(found) = find_present(cli, &doc, &summary.hash).await? {
             return Ok(skipped(&ctx, doc, &summary, &found, started));
         }
     }
@@ -826,20 +839,26 @@ pub fn content_tag(hash: &str) -> String {
 }
 
 /// The registry host and repository of the document: its `registry` and `repository`, else
-/// those of its first reference (`host/repository:tag`).
-#[must_use]
-pub fn registry_repository(doc: &Document) -> Option<(String, String)> {
+/// those of its first reference (`host/repository:tag`); `None` when it names none. A registry
+/// or repository that is not valid is an error ([`shared::names`]).
+pub fn registry_repository(doc: &Document) -> Result<Option<(String, String)>> {
     let from_fields = doc
         .str("registry")
         .filter(|r| !r.is_empty())
         .zip(doc.str("repository").filter(|r| !r.is_empty()));
     if let Some((registry, repository)) = from_fields {
-        return Some((registry.to_owned(), repository.to_owned()));
+        shared::names::check_host(registry)?;
+        shared::names::check_repository(repository)?;
+        return Ok(Some((registry.to_owned(), repository.to_owned())));
     }
-    let (name, _) = split_reference(doc.strings("references").first()?).ok()?;
-    let (host, repository) = name.split_once('/')?;
-    (host.contains('.') || host.contains(':') || host == "localhost")
-        .then(|| (host.to_owned(), repository.to_owned()))
+    let Some(first) = doc.strings("references").first().copied() else {
+        return Ok(None);
+    };
+    if registry_of(first).is_none() {
+        return Ok(None);
+    }
+    let reference = shared::names::Reference::parse(first)?;
+    Ok(Some((reference.registry, reference.repository)))
 }
 
 /// An image found in the registry under the context's content tag.
@@ -851,14 +870,15 @@ struct Present {
 
 /// Looks for the content tag of `hash` in the document's repository. `None` means build: the
 /// tag is not there, the document names another content tag, or the registry could not be
-/// asked (a warning: building is always correct, only slower).
-async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Option<Present> {
+/// asked (a warning: building is always correct, only slower). A registry name that is not
+/// valid is an error: nothing is asked of it.
+async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Result<Option<Present>> {
     let tag = content_tag(hash);
-    let Some((registry, repository)) = registry_repository(doc) else {
+    let Some((registry, repository)) = registry_repository(doc)? else {
         warn!(
             "--skip-if-present: the document names no registry and repository to look in; building"
         );
-        return None;
+        return Ok(None);
     };
     let name = format!("{registry}/{repository}");
     let own: Vec<&str> = doc
@@ -875,7 +895,7 @@ async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Option<Present> 
             "--skip-if-present: the document's content tag {} is not this context's {tag} (img-tag hashed another context or Dockerfile); building",
             own.join(", ")
         );
-        return None;
+        return Ok(None);
     }
     let lookup = async {
         let (client, _) =
@@ -883,7 +903,7 @@ async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Option<Present> 
                 .await?;
         client.manifest_digest(&repository, &tag).await
     };
-    match lookup.await {
+    Ok(match lookup.await {
         Ok(Some(digest)) => Some(Present { name, tag, digest }),
         Ok(None) => {
             info!("{name}:{tag} is not in the registry: building");
@@ -896,7 +916,7 @@ async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Option<Present> 
             );
             None
         }
-    }
+    })
 }
 
 /// The `build` fields a build and a skipped build share: how long it took and what the context
@@ -1142,12 +1162,20 @@ mod tests {
             (json!({"repository": "app"}), None),
         ];
         for (value, want) in cases {
-            let got = registry_repository(&doc(value.clone()));
+            let got = registry_repository(&doc(value.clone())).expect("valid names");
             assert_eq!(
                 got.as_ref().map(|(r, p)| (r.as_str(), p.as_str())),
                 want,
                 "{value}"
             );
+        }
+        for hostile in [
+            json!({"registry": "123456789012.dkr.ecr.us-east-1.amazonaws.com:443@other.host", "repository": "app"}),
+            json!({"references": ["123456789012.dkr.ecr.us-east-1.amazonaws.com:443@other.host/app:1"]}),
+            json!({"registry": "r.example", "repository": "../other"}),
+        ] {
+            let err = registry_repository(&doc(hostile.clone())).unwrap_err();
+            assert_eq!(err.code(), shared::exit::DATA, "{hostile}");
         }
     }
 

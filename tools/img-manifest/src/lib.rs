@@ -246,58 +246,27 @@ pub enum Named {
 }
 
 /// Splits `host[:port]/repository[:tag]@sha256:...` into registry, repository and digest, or
-/// `host[:port]/repository:tag` into registry, repository and tag.
+/// `host[:port]/repository:tag` into registry, repository and tag, as
+/// [`shared::names::Reference`] reads them.
 pub fn parse_image_reference(reference: &str) -> Result<(String, String, Named)> {
-    let bad = |why: &str| {
-        Error::data(format!("image '{reference}' cannot be joined: {why}")).with_hint(
-            "name each image as registry/repository@sha256:... (img-push prints digest_uri) or registry/repository:tag",
-        )
-    };
-    let (name, digest) = match reference.split_once('@') {
-        Some((name, digest)) => (name, Some(digest)),
-        None => (reference, None),
-    };
-    if let Some(digest) = digest {
-        check_digest(digest).map_err(|_| bad("the digest is not sha256:<64 hex digits>"))?;
-    }
-    let Some((host, rest)) = name.split_once('/') else {
-        return Err(bad("it names no registry"));
-    };
-    if !(host.contains('.') || host.contains(':') || host == "localhost") {
-        return Err(bad(
-            "it names no registry host (the first part has no '.' or ':')",
-        ));
-    }
-    let slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (repository, tag) = match rest[slash..].rfind(':') {
-        Some(colon) => (&rest[..slash + colon], Some(&rest[slash + colon + 1..])),
-        None => (rest, None),
-    };
-    shared::names::check_repository(repository)?;
-    let named = match (digest, tag) {
-        (Some(digest), _) => Named::Digest(digest.to_owned()),
-        (None, Some(tag)) => {
-            shared::names::check_tag(tag)?;
-            Named::Tag(tag.to_owned())
+    let hint = "name each image as registry/repository@sha256:... (img-push prints digest_uri) or registry/repository:tag";
+    let parsed = shared::names::Reference::parse(reference).map_err(|e| e.with_hint(hint))?;
+    let named = match (parsed.digest, parsed.tag) {
+        (Some(digest), _) => Named::Digest(digest),
+        (None, Some(tag)) => Named::Tag(tag),
+        (None, None) => {
+            return Err(Error::data(format!(
+                "image '{reference}' cannot be joined: it names neither a digest nor a tag"
+            ))
+            .with_hint(hint));
         }
-        (None, None) => return Err(bad("it names neither a digest nor a tag")),
     };
-    Ok((host.to_owned(), repository.to_owned(), named))
+    Ok((parsed.registry, parsed.repository, named))
 }
 
 fn check_digest(digest: &str) -> Result<()> {
-    let ok = digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::data(format!("'{digest}' is not a sha256 digest"))
-            .with_hint("push the image with img-push first: it writes the digest"))
-    }
+    shared::names::check_digest(digest)
+        .map_err(|e| e.with_hint("push the image with img-push first: it writes the digest"))
 }
 
 /// The children named by the documents (their `registry`, `repository` and `digest`) and the
@@ -317,9 +286,13 @@ pub fn child_refs(cli: &Cli, docs: &[Document]) -> Result<Vec<ChildRef>> {
         };
         let digest = need("digest")?;
         check_digest(&digest).map_err(|e| e.context(&from))?;
+        let registry = need("registry")?;
+        let repository = need("repository")?;
+        shared::names::check_host(&registry).map_err(|e| e.context(&from))?;
+        shared::names::check_repository(&repository).map_err(|e| e.context(&from))?;
         refs.push(ChildRef {
-            registry: need("registry")?,
-            repository: need("repository")?,
+            registry,
+            repository,
             digest,
             tag: None,
             from,

@@ -171,29 +171,18 @@ impl Target {
     }
 }
 
-/// Splits `host[:port]/repo/name:tag` into registry, repository and tag (`latest` when none).
+/// Splits `host[:port]/repo/name:tag` into registry, repository and tag (`latest` when none),
+/// as [`shared::names::Reference`] reads it; a digest reference is refused.
 pub fn parse_reference(reference: &str) -> Result<(String, String, String)> {
-    let bad = |why: &str| {
-        Error::data(format!("reference '{reference}' cannot be pushed: {why}"))
-            .with_hint("give references as registry/repository:tag, e.g. 127.0.0.1:5000/my-app:1.0")
-    };
-    if reference.contains('@') {
-        return Err(bad("a digest reference names an image, not a tag"));
+    let parsed = shared::names::Reference::parse(reference)?;
+    if parsed.digest.is_some() {
+        return Err(Error::data(format!(
+            "reference '{reference}' cannot be pushed: a digest reference names an image, not a tag"
+        ))
+        .with_hint("give references as registry/repository:tag, e.g. 127.0.0.1:5000/my-app:1.0"));
     }
-    let Some((first, rest)) = reference.split_once('/') else {
-        return Err(bad("it names no registry"));
-    };
-    if !(first.contains('.') || first.contains(':') || first == "localhost") {
-        return Err(bad(
-            "it names no registry host (the first part has no '.' or ':')",
-        ));
-    }
-    let slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (repository, tag) = match rest[slash..].rfind(':') {
-        Some(colon) => (&rest[..slash + colon], &rest[slash + colon + 1..]),
-        None => (rest, "latest"),
-    };
-    Ok((first.to_owned(), repository.to_owned(), tag.to_owned()))
+    let tag = parsed.tag.unwrap_or_else(|| "latest".to_owned());
+    Ok((parsed.registry, parsed.repository, tag))
 }
 
 /// What to push, from the flags and the document: flags win; then the document's `references`;
@@ -247,6 +236,7 @@ pub fn target(cli: &Cli, doc: &Document) -> Result<Target> {
                 "set the document's repository (img-tag --repository), or pass --repository",
             )
         })?;
+    shared::names::check_host(&registry)?;
     shared::names::check_repository(&repository)?;
     let mut seen = std::collections::HashSet::new();
     tags.retain(|t| seen.insert(t.clone()));
@@ -701,10 +691,11 @@ async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) -> Result<Doc
     if let Some(why) = retag_reason(cli, &doc) {
         return retag(cli, doc, why).await;
     }
+    // The names are checked before anything is asked of the Engine or a registry.
+    let target = target(cli, &doc)?;
     let engine = engine.get_or_try_init(Engine::connect).await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(cli.deadline);
-    let target = target(cli, &doc)?;
     let name = target.name();
 
     // The local image.
@@ -1012,11 +1003,6 @@ fn retag_reason(cli: &Cli, doc: &Document) -> Option<String> {
         .then(|| "the document has a digest and no local image".to_owned())
 }
 
-/// Whether `reference` is a digest (`algorithm:hex`) rather than a tag.
-fn is_digest(reference: &str) -> bool {
-    reference.contains(':')
-}
-
 /// Where each tag stands against the digest to copy; a tag at another image where tags are
 /// immutable is a conflict (exit 4) before anything is stored.
 async fn retag_states(
@@ -1067,10 +1053,11 @@ async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Document> {
             Error::data(format!("nothing to retag in {name}: no --from and no digest in the document"))
                 .with_hint("name the image to copy with --from TAG|DIGEST, or pipe in a document with its digest")
         })?;
-    if is_digest(&from) && digest_in_status(&format!("digest: {from}")).is_none() {
-        return Err(Error::data(format!("--from {from}: not a digest"))
-            .with_hint("give a tag, or a digest as sha256:<64 hex>"));
-    }
+    shared::names::check_tag_or_digest(&from).map_err(|e| {
+        e.context("--from").with_hint(
+            "name an image of the same repository: a tag, or a digest as sha256:<64 hex>",
+        )
+    })?;
     let (registry, Found { source, .. }) = credentials::registry(
         &target.registry,
         &cli.aws,
@@ -1087,7 +1074,7 @@ async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Document> {
         .manifest(&target.repository, &from)
         .await?
         .ok_or_else(missing)?;
-    if is_digest(&from) && manifest.digest != from {
+    if shared::names::is_digest(&from) && manifest.digest != from {
         return Err(Error::unavailable(format!(
             "registry {} answered {name}@{from} with a manifest of digest {}",
             target.registry, manifest.digest
@@ -1226,7 +1213,16 @@ mod tests {
                 "{reference}"
             );
         }
-        for bad in ["my-app:1.0", "team/app:1", "r.example/app@sha256:abc"] {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for bad in [
+            "my-app:1.0",
+            "team/app:1",
+            &format!("r.example/app@{digest}"),
+            "r.example/app@sha256:abc",
+            "123456789012.dkr.ecr.us-east-1.amazonaws.com:443@other.host/app:1",
+            "r.example/../other:1",
+            "r.example/app:1\nx",
+        ] {
             assert_eq!(
                 parse_reference(bad).unwrap_err().code(),
                 exit::DATA,

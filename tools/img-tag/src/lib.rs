@@ -226,7 +226,11 @@ impl Tagging<'_> {
             .registry
             .as_deref()
             .or_else(|| doc.str("registry"))
+            .filter(|r| !r.is_empty())
             .map(str::to_owned);
+        if let Some(registry) = &registry {
+            shared::names::check_host(registry)?;
+        }
 
         let commit = self.facts.commit.as_ref().ok_or_else(|| self.no_commit())?;
         let cx = Context {

@@ -324,11 +324,7 @@ fn target(cli: &Cli, doc: &Document) -> Result<Target> {
         (None, None) => doc.str("digest").map(ToOwned::to_owned),
     };
     if let Some(digest) = &digest {
-        let hex = digest.strip_prefix("sha256:").unwrap_or_default();
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::data(format!("'{digest}' is not an image digest"))
-                .with_hint("a digest is sha256: followed by 64 hex digits"));
-        }
+        shared::names::check_digest(digest)?;
     }
     let tag = cli
         .tag
