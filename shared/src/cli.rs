@@ -200,5 +200,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::io("starting the async runtime", &e))
+        .map_err(|e| {
+            Error::internal(format!(
+                "starting the async runtime: {}",
+                crate::error::describe_io(&e)
+            ))
+        })
 }

@@ -694,7 +694,7 @@ impl Context {
     /// context), reads `.dockerignore` and adds the rules the CLI adds.
     pub fn open(dir: &Path, dockerfile: Option<&Path>, options: Options) -> Result<Self> {
         let root = fs::canonicalize(dir).map_err(|e| {
-            Error::io(format!("opening the build context {}", dir.display()), &e)
+            Error::read_io(format!("opening the build context {}", dir.display()), &e)
                 .with_hint("pass an existing directory as the context")
         })?;
         if !root.is_dir() {
@@ -705,8 +705,9 @@ impl Context {
             .with_hint("pass a directory as the context"));
         }
         let given = if let Some(p) = dockerfile {
-            std::path::absolute(p)
-                .map_err(|e| Error::io(format!("locating the Dockerfile {}", p.display()), &e))?
+            std::path::absolute(p).map_err(|e| {
+                Error::read_io(format!("locating the Dockerfile {}", p.display()), &e)
+            })?
         } else {
             let upper = root.join("Dockerfile");
             let lower = root.join("dockerfile");
@@ -717,7 +718,7 @@ impl Context {
             }
         };
         let resolved = fs::canonicalize(&given).map_err(|e| {
-            Error::io(
+            Error::read_io(
                 format!("cannot locate the Dockerfile {}", given.display()),
                 &e,
             )
@@ -733,7 +734,12 @@ impl Context {
         let ignore_text = match fs::read(&ignore_path) {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(format!("reading {}", ignore_path.display()), &e)),
+            Err(e) => {
+                return Err(Error::read_io(
+                    format!("reading {}", ignore_path.display()),
+                    &e,
+                ));
+            }
         };
         let mut ignore = match &ignore_text {
             Some(bytes) => Ignore::parse(&String::from_utf8_lossy(bytes))?,
@@ -743,7 +749,7 @@ impl Context {
             Dockerfile::Inside(slash(rel))
         } else {
             let contents = fs::read(&resolved)
-                .map_err(|e| Error::io(format!("reading {}", given.display()), &e))?;
+                .map_err(|e| Error::read_io(format!("reading {}", given.display()), &e))?;
             let digest = hex(&Sha256::digest(&contents));
             Dockerfile::Outside {
                 path: given,
@@ -816,7 +822,8 @@ impl Context {
         links: &mut HashMap<(u64, u64), String>,
         visit: &mut dyn FnMut(&Entry) -> Result<()>,
     ) -> Result<()> {
-        let reading = |e: &io::Error| Error::io(format!("reading directory {}", dir.display()), e);
+        let reading =
+            |e: &io::Error| Error::read_io(format!("reading directory {}", dir.display()), e);
         let mut names: Vec<OsString> = Vec::new();
         for item in fs::read_dir(dir).map_err(|e| reading(&e))? {
             names.push(item.map_err(|e| reading(&e))?.file_name());
@@ -834,7 +841,7 @@ impl Context {
                 Ok(meta) => meta,
                 // Gone between the listing and now: the CLI skips it too.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(format!("reading {}", path.display()), &e)),
+                Err(e) => return Err(Error::read_io(format!("reading {}", path.display()), &e)),
             };
             let file_type = meta.file_type();
             let (verdict, info) = self.ignore.matches_using_parent(&name, parent);
@@ -856,7 +863,7 @@ impl Context {
                 Kind::Dir
             } else if file_type.is_symlink() {
                 let target = fs::read_link(&path)
-                    .map_err(|e| Error::io(format!("reading link {}", path.display()), &e))?;
+                    .map_err(|e| Error::read_io(format!("reading link {}", path.display()), &e))?;
                 Kind::Symlink(target)
             } else if file_type.is_socket() {
                 continue;
@@ -953,7 +960,7 @@ impl Context {
             }
             (Some(path), _) => {
                 let file = fs::File::open(path)
-                    .map_err(|e| Error::io(format!("reading {}", path.display()), &e))?;
+                    .map_err(|e| Error::read_io(format!("reading {}", path.display()), &e))?;
                 Ok(Box::new(file))
             }
             (None, Dockerfile::Inside(_)) => Err(Error::internal(format!(
@@ -969,7 +976,7 @@ impl Context {
         let mut builder = tar::Builder::new(out);
         builder.mode(tar::HeaderMode::Complete);
         let mut hasher = ContentHasher::new();
-        let writing = |e: &io::Error| Error::io("writing the build context", e);
+        let writing = |e: &io::Error| Error::write_io("writing the build context", e);
         self.walk(|entry| {
             let mut header = tar::Header::new_gnu();
             header.set_mode(entry.mode);
@@ -1071,9 +1078,9 @@ impl Context {
                 let mut source = self.open_entry(entry)?.take(size);
                 let mut read = 0u64;
                 loop {
-                    let n = source
-                        .read(&mut buf)
-                        .map_err(|e| Error::io(format!("reading {}", display_path(entry)), &e))?;
+                    let n = source.read(&mut buf).map_err(|e| {
+                        Error::read_io(format!("reading {}", display_path(entry)), &e)
+                    })?;
                     if n == 0 {
                         break;
                     }

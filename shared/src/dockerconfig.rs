@@ -302,7 +302,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), &e))
+        .map_err(|e| Error::write_io(format!("creating {}", dir.display()), &e))
 }
 
 /// An exclusive lock on `config.json.lock` beside the config: every read-modify-write of the
@@ -324,9 +324,9 @@ impl ConfigLock {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(|e| Error::io(format!("opening lock file {}", path.display()), &e))?;
+            .map_err(|e| Error::write_io(format!("opening lock file {}", path.display()), &e))?;
         file.lock()
-            .map_err(|e| Error::io(format!("locking {}", path.display()), &e))?;
+            .map_err(|e| Error::write_io(format!("locking {}", path.display()), &e))?;
         Ok(Self { _file: file })
     }
 }
@@ -371,9 +371,12 @@ fn run_helper(name: &str, action: &str, input: &[u8]) -> Result<HelperAnswer> {
         // A helper that exits without reading its input is judged by its answer below.
         let _ = stdin.write_all(input);
     }
-    let output = child
-        .wait_with_output()
-        .map_err(|e| Error::io(format!("running {program}"), &e))?;
+    let output = child.wait_with_output().map_err(|e| {
+        Error::config(format!(
+            "running {program}: {}",
+            crate::error::describe_io(&e)
+        ))
+    })?;
     Ok(HelperAnswer {
         status: output.status,
         stdout: String::from_utf8_lossy(&output.stdout).trim().to_owned(),

@@ -62,16 +62,25 @@ impl Error {
         Self::new(exit::SOFTWARE, message)
     }
 
-    /// A failed read or write of a local file: `what` names the file and the action,
-    /// e.g. `writing /root/.docker/config.json`.
+    /// A failed read of a local file or stream: `what` names the file and the action, e.g.
+    /// `reading policy file policy.json`. Whatever the cause (missing, denied, a directory), a
+    /// file that cannot be read is [`exit::NO_INPUT`]; text that is not UTF-8 is bad data
+    /// ([`exit::DATA`]).
     #[must_use]
-    pub fn io(what: impl fmt::Display, err: &std::io::Error) -> Self {
+    pub fn read_io(what: impl fmt::Display, err: &std::io::Error) -> Self {
         let code = match err.kind() {
-            std::io::ErrorKind::NotFound => exit::NO_INPUT,
-            std::io::ErrorKind::PermissionDenied => exit::NO_PERM,
-            _ => exit::IO,
+            std::io::ErrorKind::InvalidData => exit::DATA,
+            _ => exit::NO_INPUT,
         };
-        let mut error = Self::new(code, format!("{what}: {}", describe_io(err)));
+        Self::new(code, format!("{what}: {}", describe_io(err)))
+    }
+
+    /// A failed write of a local file or stream, e.g. `writing image_uri.txt`: always
+    /// [`exit::IO`], whatever the cause (a missing directory, permission, a full disk). A closed
+    /// stdout is marked as such, see [`Error::is_broken_pipe`].
+    #[must_use]
+    pub fn write_io(what: impl fmt::Display, err: &std::io::Error) -> Self {
+        let mut error = Self::new(exit::IO, format!("{what}: {}", describe_io(err)));
         error.broken_pipe = err.kind() == std::io::ErrorKind::BrokenPipe;
         error
     }
@@ -173,14 +182,20 @@ mod tests {
     #[test]
     fn io_errors_map_to_codes_and_drop_the_os_error_number() {
         let missing = std::io::Error::from_raw_os_error(2);
-        let err = Error::io("reading policy.json", &missing);
+        let err = Error::read_io("reading policy.json", &missing);
         assert_eq!(err.code(), exit::NO_INPUT);
         assert_eq!(
             err.to_string(),
             "reading policy.json: no such file or directory"
         );
+        let denied = std::io::Error::from_raw_os_error(13);
+        assert_eq!(Error::read_io("reading a", &denied).code(), exit::NO_INPUT);
+        assert_eq!(Error::write_io("writing a", &denied).code(), exit::IO);
+        assert_eq!(Error::write_io("writing a", &missing).code(), exit::IO);
+        let text = std::io::Error::from(std::io::ErrorKind::InvalidData);
+        assert_eq!(Error::read_io("reading a", &text).code(), exit::DATA);
         let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
-        assert!(Error::io("writing stdout", &pipe).is_broken_pipe());
+        assert!(Error::write_io("writing stdout", &pipe).is_broken_pipe());
     }
 
     #[test]

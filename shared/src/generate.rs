@@ -82,7 +82,7 @@ pub fn write(kind: Kind, command: Command, out: &mut dyn Write) -> Result<()> {
     };
     written
         .and_then(|()| out.flush())
-        .map_err(|e| Error::io("writing to standard output", &e))
+        .map_err(|e| Error::write_io("writing to standard output", &e))
 }
 
 /// The man page of `command`, with its long help's trailing sections as man page sections.

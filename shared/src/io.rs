@@ -109,7 +109,7 @@ impl<R: BufRead> Iterator for Records<R> {
 fn json_error(err: &serde_json::Error, record: usize) -> Error {
     if err.is_io() {
         let io = io::Error::other(err.to_string());
-        return Error::io("reading standard input", &io);
+        return Error::read_io("reading standard input", &io);
     }
     // serde_json's message ends with " at line L column C"; put the position first instead.
     let text = err.to_string();
@@ -158,7 +158,7 @@ impl<W: Write> Output<W> {
 
     /// Writes one document and flushes.
     pub fn write(&mut self, document: Document) -> Result<()> {
-        let stdout_error = |e: &io::Error| Error::io("writing to standard output", e);
+        let stdout_error = |e: &io::Error| Error::write_io("writing to standard output", e);
         match &self.field {
             None => {
                 let value = document.into_value();

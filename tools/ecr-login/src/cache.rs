@@ -96,9 +96,9 @@ pub fn put(
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| Error::io(format!("opening {}", lock_path.display()), &e))?;
+        .map_err(|e| Error::write_io(format!("opening {}", lock_path.display()), &e))?;
     lock.lock()
-        .map_err(|e| Error::io(format!("locking {}", lock_path.display()), &e))?;
+        .map_err(|e| Error::write_io(format!("locking {}", lock_path.display()), &e))?;
     let valid_until = token
         .expires_at
         .filter(|t| *t > now)

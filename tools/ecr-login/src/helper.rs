@@ -42,7 +42,7 @@ pub fn main() -> ExitCode {
         std::io::stdin()
             .take(INPUT_LIMIT)
             .read_to_string(&mut input)
-            .map_err(|e| Error::io("reading standard input", &e))
+            .map_err(|e| Error::read_io("reading standard input", &e))
             .and_then(|_| answer(&action, input.trim()))
     };
     let (text, code) = match answer {

@@ -121,7 +121,7 @@ pub fn run(cli: &Cli) -> Result<Code> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{text}")
             .and_then(|()| out.flush())
-            .map_err(|e| Error::io("writing to standard output", &e))?;
+            .map_err(|e| Error::write_io("writing to standard output", &e))?;
         return Ok(exit::SUCCESS);
     }
     shared::cli::runtime()?.block_on(async {
@@ -146,7 +146,7 @@ pub fn run(cli: &Cli) -> Result<Code> {
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", token.credentials.password.expose())
                 .and_then(|()| out.flush())
-                .map_err(|e| Error::io("writing to standard output", &e))?;
+                .map_err(|e| Error::write_io("writing to standard output", &e))?;
             return Ok(exit::SUCCESS);
         }
         shared::cli::pipeline(&cli.common, async |doc| {

@@ -289,7 +289,7 @@ async fn print_iam_policy(cli: &Cli, aws: &Aws, ecr: &Client) -> Result<Code> {
     let text = serde_json::to_string_pretty(&policy).map_err(|e| Error::internal(e.to_string()))?;
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
-        .map_err(|e| Error::io("writing to standard output", &e))?;
+        .map_err(|e| Error::write_io("writing to standard output", &e))?;
     info!(
         "IAM policy for {} on {}",
         cli.print_iam_policy

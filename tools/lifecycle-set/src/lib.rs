@@ -166,11 +166,11 @@ pub fn load_policy(cli: &Cli) -> Result<Policy> {
             let (text, from) = if cli.policy_from_stdin() {
                 let mut text = String::new();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                    .map_err(|e| Error::io("reading the policy from standard input", &e))?;
+                    .map_err(|e| Error::read_io("reading the policy from standard input", &e))?;
                 (text, "standard input".to_owned())
             } else {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::io(format!("reading policy file {}", path.display()), &e)
+                    Error::read_io(format!("reading policy file {}", path.display()), &e)
                 })?;
                 (text, path.display().to_string())
             };
@@ -216,8 +216,9 @@ pub fn run(cli: &Cli) -> Result<Code> {
     let policy = load_policy(cli)?;
     let images = match &cli.images {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::io(format!("reading images file {}", path.display()), &e))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Error::read_io(format!("reading images file {}", path.display()), &e)
+            })?;
             Some(preview::parse_images(&text).map_err(|e| {
                 Error::data(format!("images file {}: {e}", path.display()))
                     .with_hint("give aws ecr describe-images output, or image details one per line")

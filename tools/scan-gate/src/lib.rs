@@ -244,11 +244,11 @@ fn read_file(path: &PathBuf, what: &str) -> Result<String> {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
-            .map_err(|e| Error::io(format!("reading {what} from stdin"), &e))?;
+            .map_err(|e| Error::read_io(format!("reading {what} from stdin"), &e))?;
         return Ok(text);
     }
     std::fs::read_to_string(path)
-        .map_err(|e| Error::io(format!("reading {what} {}", path.display()), &e))
+        .map_err(|e| Error::read_io(format!("reading {what} {}", path.display()), &e))
 }
 
 /// Runs `scan-gate`.

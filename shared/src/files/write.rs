@@ -1,9 +1,5 @@
-//! Writing files so that a reader sees the old content or the new, never half of either.
-//!
-//! Every file a tool writes (the Docker config, `image_uri.txt`, `imagedefinitions.json`, a JUnit
-//! report) goes through [`write_atomic`]: a temporary file in the same directory, flushed to disk,
-//! then renamed over the target. A crash, a full disk or a kill at any point leaves the target as
-//! it was.
+//! Writing: a temporary file in the same directory, flushed to disk, then renamed over the
+//! target. A crash, a full disk or a kill at any point leaves the target as it was.
 
 use std::io::Write;
 use std::path::Path;
@@ -34,7 +30,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: Option<u32>) -> Result<(
         .permissions(std::fs::Permissions::from_mode(mode))
         .tempfile_in(dir)
         .map_err(|e| {
-            Error::io(
+            Error::write_io(
                 format!(
                     "writing {shown}: creating a temporary file in {}",
                     dir.display()
@@ -45,12 +41,12 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: Option<u32>) -> Result<(
     // The umask may have narrowed the mode given at creation: set it exactly.
     temp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(format!("writing {shown}"), &e))?;
+        .map_err(|e| Error::write_io(format!("writing {shown}"), &e))?;
     temp.write_all(contents)
         .and_then(|()| temp.as_file().sync_all())
-        .map_err(|e| Error::io(format!("writing {shown}"), &e))?;
+        .map_err(|e| Error::write_io(format!("writing {shown}"), &e))?;
     temp.persist(path)
-        .map_err(|e| Error::io(format!("writing {shown}"), &e.error))?;
+        .map_err(|e| Error::write_io(format!("writing {shown}"), &e.error))?;
     // Make the rename itself durable.
     if let Ok(dir) = std::fs::File::open(dir) {
         let _ = dir.sync_all();
