@@ -39,6 +39,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::files;
 
 /// The `.dockerignore` file name, at the context root.
 pub const IGNORE_FILE: &str = ".dockerignore";
@@ -688,6 +689,30 @@ pub struct Summary {
     pub hash: String,
 }
 
+/// A Dockerfile or `.dockerignore` in the context that resolves to a file outside it: refused,
+/// never read, because whoever wrote the context (a pull request) may point it at the
+/// machine's secrets (`/proc/self/environ`).
+fn link_out_of_context(path: &Path, resolved: &Path) -> Error {
+    // Name the target as the link says it (`/proc/self/environ`), not as resolved.
+    let target = fs::read_link(path).unwrap_or_else(|_| resolved.to_owned());
+    Error::data(format!(
+        "{} is a link to {}, outside the build context: refusing to read it",
+        path.display(),
+        target.display()
+    ))
+    .with_hint("replace the link with the file, or pass a path outside the context with --file")
+}
+
+/// Whether `path` is under `dir`, by their components alone (no links followed, `..` counted
+/// as leaving).
+fn lexically_within(path: &Path, dir: &Path) -> bool {
+    use std::path::Component;
+    path.strip_prefix(dir).is_ok_and(|rest| {
+        rest.components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+    })
+}
+
 impl Context {
     /// Opens the context at `dir` with the Dockerfile at `dockerfile` (relative to the current
     /// directory, as `docker build -f` takes it; `None`: `Dockerfile`, else `dockerfile`, in the
@@ -704,18 +729,25 @@ impl Context {
             ))
             .with_hint("pass a directory as the context"));
         }
-        let given = if let Some(p) = dockerfile {
-            std::path::absolute(p).map_err(|e| {
+        let (given, explicit) = if let Some(p) = dockerfile {
+            let given = std::path::absolute(p).map_err(|e| {
                 Error::read_io(format!("locating the Dockerfile {}", p.display()), &e)
-            })?
+            })?;
+            // An explicit path names a file outside the context only when the path itself is
+            // outside: `-f app/Dockerfile` that links out of the context is a link, not a choice.
+            let lexically_outside =
+                std::path::absolute(dir).map_or(true, |dir| !lexically_within(&given, &dir));
+            (given, lexically_outside)
         } else {
             let upper = root.join("Dockerfile");
             let lower = root.join("dockerfile");
-            if !upper.exists() && lower.exists() {
-                lower
-            } else {
-                upper
-            }
+            let given =
+                if fs::symlink_metadata(&upper).is_err() && fs::symlink_metadata(&lower).is_ok() {
+                    lower
+                } else {
+                    upper
+                };
+            (given, false)
         };
         let resolved = fs::canonicalize(&given).map_err(|e| {
             Error::read_io(
@@ -724,23 +756,19 @@ impl Context {
             )
             .with_hint("pass --file PATH, or put a Dockerfile in the context directory")
         })?;
-        if resolved.is_dir() {
-            return Err(
-                Error::data(format!("the Dockerfile {} is a directory", given.display()))
-                    .with_hint("pass the Dockerfile's own path with --file"),
-            );
+        if !explicit && !resolved.starts_with(&root) {
+            return Err(link_out_of_context(&given, &resolved));
         }
+        // The Dockerfile must be a regular file, inside the context as well: the daemon reads it.
+        let dockerfile_text = files::read_regular(&resolved, files::TEXT_LIMIT, "Dockerfile")
+            .map_err(|e| e.context(format!("the Dockerfile {}", given.display())))?;
         let ignore_path = root.join(IGNORE_FILE);
-        let ignore_text = match fs::read(&ignore_path) {
-            Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(Error::read_io(
-                    format!("reading {}", ignore_path.display()),
-                    &e,
-                ));
-            }
-        };
+        if let Ok(target) = fs::canonicalize(&ignore_path)
+            && !target.starts_with(&root)
+        {
+            return Err(link_out_of_context(&ignore_path, &target));
+        }
+        let ignore_text = files::read_if_exists(&ignore_path, files::TEXT_LIMIT, IGNORE_FILE)?;
         let mut ignore = match &ignore_text {
             Some(bytes) => Ignore::parse(&String::from_utf8_lossy(bytes))?,
             None => Ignore::default(),
@@ -748,8 +776,7 @@ impl Context {
         let dockerfile = if let Ok(rel) = resolved.strip_prefix(&root) {
             Dockerfile::Inside(slash(rel))
         } else {
-            let contents = fs::read(&resolved)
-                .map_err(|e| Error::read_io(format!("reading {}", given.display()), &e))?;
+            let contents = dockerfile_text;
             let digest = hex(&Sha256::digest(&contents));
             Dockerfile::Outside {
                 path: given,
@@ -959,8 +986,9 @@ impl Context {
                 Ok(Box::new(io::Cursor::new(contents.as_slice())))
             }
             (Some(path), _) => {
-                let file = fs::File::open(path)
-                    .map_err(|e| Error::read_io(format!("reading {}", path.display()), &e))?;
+                // Walked as a regular file; if it became something else since, it is refused
+                // rather than read (a FIFO would hang the build).
+                let file = files::open_regular(path, "context file")?;
                 Ok(Box::new(file))
             }
             (None, Dockerfile::Inside(_)) => Err(Error::internal(format!(

@@ -81,23 +81,22 @@ impl DockerConfig {
 
     /// Reads the configuration at `path`; a missing file is an empty configuration.
     pub fn load_from(path: &Path) -> Result<Self> {
-        let root = match std::fs::read(path) {
-            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Map::new(),
-            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(Value::Object(root)) => root,
-                Ok(_) => return Err(corrupt(path, "it is not a JSON object")),
-                Err(e) => return Err(corrupt(path, &e.to_string())),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-            Err(e) => {
-                return Err(Error::config(format!(
-                    "cannot read Docker config {}: {}",
-                    path.display(),
-                    describe_io(&e)
-                ))
-                .with_hint("check the file's permissions, or point DOCKER_CONFIG elsewhere"));
-            }
-        };
+        let root =
+            match crate::files::read_if_exists(path, crate::files::TEXT_LIMIT, "Docker config") {
+                Ok(None) => Map::new(),
+                Ok(Some(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => Map::new(),
+                Ok(Some(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
+                    Ok(Value::Object(root)) => root,
+                    Ok(_) => return Err(corrupt(path, "it is not a JSON object")),
+                    Err(e) => return Err(corrupt(path, &e.to_string())),
+                },
+                Err(e) => {
+                    return Err(Error::config(format!("cannot use the {}", e.message()))
+                        .with_hint(
+                            "check the file and its permissions, or point DOCKER_CONFIG elsewhere",
+                        ));
+                }
+            };
         for key in ["auths", "credHelpers"] {
             if root.get(key).is_some_and(|v| !v.is_object()) {
                 return Err(corrupt(path, &format!("\"{key}\" is not an object")));

@@ -20,3 +20,4 @@ mod lifecycle_set;
 mod registry_ops;
 mod scan_gate;
 mod security_hosts;
+mod security_reads;

@@ -56,7 +56,9 @@ fn entry_path(dir: &Path, identity: &str, region: &str) -> PathBuf {
 
 /// A cached token that is still in the first half of its life.
 pub fn get(dir: &Path, identity: &str, region: &str, now: DateTime<Utc>) -> Option<Token> {
-    let text = std::fs::read(entry_path(dir, identity, region)).ok()?;
+    let path = entry_path(dir, identity, region);
+    let text =
+        shared::files::read_regular(&path, shared::files::STATE_LIMIT, "token cache").ok()?;
     let value: Value = serde_json::from_slice(&text).ok()?;
     let time = |name: &str| {
         value

@@ -29,11 +29,15 @@ fn fingerprint(credentials: &Credentials) -> String {
 
 fn load(config: &Path) -> Map<String, Value> {
     // A damaged state file only costs the expiry and the logout check: start afresh.
-    std::fs::read(state_path(config))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
-        .and_then(|v| v.get("registries").and_then(Value::as_object).cloned())
-        .unwrap_or_default()
+    shared::files::read_regular(
+        &state_path(config),
+        shared::files::STATE_LIMIT,
+        "state file",
+    )
+    .ok()
+    .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+    .and_then(|v| v.get("registries").and_then(Value::as_object).cloned())
+    .unwrap_or_default()
 }
 
 fn save(config: &Path, registries: &Map<String, Value>) -> Result<()> {

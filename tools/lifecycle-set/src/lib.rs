@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use shared::aws::{Aws, AwsArgs};
 use shared::cli::Common;
 use shared::exit::{self, Code};
+use shared::files;
 use shared::{Document, Error, Result, info, verbose, warn};
 
 use crate::policy::{Policy, StorageClass};
@@ -164,14 +165,16 @@ pub fn load_policy(cli: &Cli) -> Result<Policy> {
     let policy = match &cli.policy {
         Some(path) => {
             let (text, from) = if cli.policy_from_stdin() {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                    .map_err(|e| Error::read_io("reading the policy from standard input", &e))?;
+                let bytes = files::read_limited(
+                    std::io::stdin().lock(),
+                    files::TEXT_LIMIT,
+                    "the policy from standard input",
+                )?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| Error::data("the policy from standard input is not UTF-8 text"))?;
                 (text, "standard input".to_owned())
             } else {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::read_io(format!("reading policy file {}", path.display()), &e)
-                })?;
+                let text = files::read_text(path, files::TEXT_LIMIT, "policy file")?;
                 (text, path.display().to_string())
             };
             Policy::parse(&text).map_err(|p| {
@@ -216,9 +219,7 @@ pub fn run(cli: &Cli) -> Result<Code> {
     let policy = load_policy(cli)?;
     let images = match &cli.images {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::read_io(format!("reading images file {}", path.display()), &e)
-            })?;
+            let text = files::read_text(path, files::DATA_LIMIT, "images file")?;
             Some(preview::parse_images(&text).map_err(|e| {
                 Error::data(format!("images file {}: {e}", path.display()))
                     .with_hint("give aws ecr describe-images output, or image details one per line")

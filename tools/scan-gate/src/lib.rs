@@ -18,7 +18,6 @@ pub mod readers;
 pub mod severity;
 
 use std::cell::RefCell;
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,6 +27,7 @@ use serde_json::{Value, json};
 use shared::aws::{Aws, AwsArgs};
 use shared::cli::Common;
 use shared::exit::{self, Code};
+use shared::files;
 use shared::{Document, Error, Result, info, warn};
 
 use crate::allowlist::Allowlist;
@@ -239,16 +239,17 @@ struct Context<'a> {
     state: RefCell<State>,
 }
 
-fn read_file(path: &PathBuf, what: &str) -> Result<String> {
+fn read_file(path: &std::path::Path, what: &str) -> Result<String> {
     if path.as_os_str() == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| Error::read_io(format!("reading {what} from stdin"), &e))?;
-        return Ok(text);
+        let bytes = files::read_limited(
+            std::io::stdin().lock(),
+            files::DATA_LIMIT,
+            &format!("{what} from stdin"),
+        )?;
+        return String::from_utf8(bytes)
+            .map_err(|_| Error::data(format!("the {what} from stdin is not UTF-8 text")));
     }
-    std::fs::read_to_string(path)
-        .map_err(|e| Error::read_io(format!("reading {what} {}", path.display()), &e))
+    files::read_text(path, files::DATA_LIMIT, what)
 }
 
 /// Runs `scan-gate`.
