@@ -55,6 +55,52 @@ pub fn is_region_name(region: &str) -> bool {
             .is_ok_and(|n| n > 0 && !parts[parts.len() - 1].starts_with('0'))
 }
 
+/// Refuses a named profile that neither shared file defines, as aws-cli does, even when
+/// credentials come from the environment: a typo in `--profile` must not go unnoticed and act
+/// with other credentials. `default` may be absent (aws-cli allows that too).
+fn check_profile_exists(name: &str) -> Result<()> {
+    if name == "default" {
+        return Ok(());
+    }
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let file = |variable: &str, default: &str| {
+        std::env::var_os(variable)
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| home.as_ref().map(|h| h.join(".aws").join(default)))
+    };
+    let config = file("AWS_CONFIG_FILE", "config");
+    let credentials = file("AWS_SHARED_CREDENTIALS_FILE", "credentials");
+    let defines = |path: &Option<std::path::PathBuf>, in_config: bool| -> Result<bool> {
+        let Some(path) = path else { return Ok(false) };
+        let Some(bytes) =
+            crate::files::read_if_exists(path, crate::files::TEXT_LIMIT, "AWS shared file")
+                .map_err(|e| Error::config(e.message().to_owned()))?
+        else {
+            return Ok(false);
+        };
+        Ok(String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix('[')?.strip_suffix(']'))
+            .any(|section| {
+                let mut words = section.split_whitespace();
+                if in_config {
+                    words.next() == Some("profile") && words.next() == Some(name)
+                } else {
+                    words.next() == Some(name)
+                }
+            }))
+    };
+    if defines(&config, true)? || defines(&credentials, false)? {
+        return Ok(());
+    }
+    Err(
+        Error::config(format!("the AWS profile '{name}' does not exist")).with_hint(format!(
+            "check the name in --profile or AWS_PROFILE, or create it with: aws configure --profile {name}"
+        )),
+    )
+}
+
 impl Aws {
     /// Loads the configuration and resolves credentials once, so a missing or broken credential
     /// source is reported as such rather than as a failed request.
@@ -71,6 +117,9 @@ impl Aws {
         }
         if let Some(profile) = &args.profile {
             loader = loader.profile_name(profile);
+        }
+        if let Some(profile) = args.profile.clone().or_else(|| env_nonempty("AWS_PROFILE")) {
+            check_profile_exists(&profile)?;
         }
         if let Some(url) = &args.endpoint_url {
             loader = loader.endpoint_url(url);

@@ -2,8 +2,37 @@
 
 use std::time::Duration;
 
-/// Parses a duration for a flag's value parser.
+/// The longest duration a flag takes: 100 years. Anything longer is a typo, and would
+/// overflow the clock arithmetic of a deadline.
+pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses a duration for a flag's value parser; more than [`MAX`] is refused.
 pub fn parse(text: &str) -> Result<Duration, String> {
+    let duration = parse_any(text)?;
+    if duration > MAX {
+        return Err(too_long(text.trim()));
+    }
+    Ok(duration)
+}
+
+/// Parses a whole number of seconds for a flag's value parser (`--deadline SECONDS`); more
+/// than [`MAX`] is refused.
+pub fn parse_seconds(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let seconds: u64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a whole number of seconds"))?;
+    if seconds > MAX.as_secs() {
+        return Err(too_long(text));
+    }
+    Ok(seconds)
+}
+
+fn too_long(text: &str) -> String {
+    format!("'{text}' is longer than the 100 years a duration may be")
+}
+
+fn parse_any(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -41,6 +70,16 @@ pub fn show(duration: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn durations_longer_than_a_century_are_refused() {
+        assert_eq!(super::parse("36500d").unwrap(), super::MAX);
+        assert!(super::parse("36501d").unwrap_err().contains("100 years"));
+        assert!(super::parse("18446744073709551615s").is_err());
+        assert!(super::parse_seconds("9223372036854775807").is_err());
+        assert_eq!(super::parse_seconds("300"), Ok(300));
+    }
+
     use super::*;
 
     #[test]

@@ -9,6 +9,7 @@ mod clients;
 mod contract;
 mod ecr_login;
 mod ecr_repo;
+mod exit_codes;
 mod harness;
 mod hostile;
 mod img_build;

@@ -79,7 +79,7 @@ pub struct Cli {
 
     /// Give up (exit 75) when the join has not finished after this many seconds, retries
     /// included.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = shared::duration::parse_seconds)]
     pub deadline: u64,
 
     #[command(flatten)]

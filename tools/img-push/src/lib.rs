@@ -107,7 +107,7 @@ pub struct Cli {
 
     /// Give up (exit 75) when the push has not finished after this many seconds, retries
     /// included.
-    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800, value_parser = shared::duration::parse_seconds)]
     pub deadline: u64,
 
     /// After a verified push, write the image URI (by tag) to this file.
