@@ -26,7 +26,15 @@ struct Position {
     between: Cell<bool>,
     /// The line of the first byte of the record being read.
     start_line: Cell<usize>,
+    /// Bytes of the record being read so far.
+    size: Cell<u64>,
+    /// Whether the record being read passed [`RECORD_LIMIT`].
+    too_large: Cell<bool>,
 }
+
+/// The largest input record: an image document is a few kilobytes; a stream that never ends a
+/// record (`/dev/zero` is refused at its first byte, an endless string is not) stops here.
+pub const RECORD_LIMIT: u64 = 16 << 20;
 
 /// A reader that notes the line on which each record starts. serde_json reads one byte at a
 /// time from it, so what it sees is exactly what the parser consumed.
@@ -42,6 +50,14 @@ impl<R: Read> Read for Tracking<R> {
             if self.position.between.get() && !byte.is_ascii_whitespace() {
                 self.position.between.set(false);
                 self.position.start_line.set(self.position.line.get());
+                self.position.size.set(0);
+            }
+            if !self.position.between.get() {
+                self.position.size.set(self.position.size.get() + 1);
+                if self.position.size.get() > RECORD_LIMIT {
+                    self.position.too_large.set(true);
+                    return Err(io::Error::from(io::ErrorKind::InvalidData));
+                }
             }
             if byte == b'\n' {
                 self.position.line.set(self.position.line.get() + 1);
@@ -97,6 +113,13 @@ impl<R: BufRead> Iterator for Records<R> {
                 );
                 Document::from_value(value, &at)
             }
+            Err(_) if self.position.too_large.get() => Err(Error::data(format!(
+                "input record {} (line {}) is larger than {}, the limit for a document",
+                self.count,
+                self.position.start_line.get(),
+                crate::files::human_limit(RECORD_LIMIT)
+            ))
+            .with_hint("the input must be image documents, as the imgpipe tools write them")),
             Err(err) => Err(json_error(&err, self.count)),
         };
         if result.is_err() {
@@ -194,6 +217,21 @@ pub fn raw_lines(value: &Value) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_record_larger_than_the_limit_is_refused() {
+        let endless = std::io::BufReader::new(std::io::repeat(b'a').take(RECORD_LIMIT + 10));
+        let input = std::io::Cursor::new(b"{\"x\": \"".to_vec()).chain(endless);
+        let mut records = Records::new(std::io::BufReader::new(input));
+        let err = records.next().unwrap().unwrap_err();
+        assert_eq!(err.code(), crate::exit::DATA);
+        assert!(
+            err.message().contains("larger than 16 MiB"),
+            "{}",
+            err.message()
+        );
+        assert!(records.next().is_none());
+    }
     use serde_json::json;
 
     use super::*;

@@ -180,3 +180,15 @@ fn policies_findings_and_configs_must_be_regular_bounded_utf8_files() {
         .run()
         .fails(78, &["config.json", "FIFO"]);
 }
+
+#[test]
+fn an_input_record_without_end_is_cut_off() {
+    let mut input = b"{\"repository\": \"".to_vec();
+    input.resize(input.len() + (17 << 20), b'a');
+    tool("img-tag")
+        .args(["--repository", "app"])
+        .stdin(input)
+        .kill_after(Duration::from_secs(60))
+        .run()
+        .fails(65, &["input record 1", "larger than 16 MiB"]);
+}
