@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::harness::{Refs, bin_dir, build_small, docker, program, service, tool, unique};
+use crate::harness::{Refs, Run, bin_dir, build_small, docker, program, service, tool, unique};
 use crate::hostile::{Listener, Reply};
 
 /// An ECR host name followed by `:443@` and a listener: a URL parser sends requests to the
@@ -43,6 +43,22 @@ fn config_with(host: &str, username: &str, password: &str) -> tempfile::TempDir 
     dir
 }
 
+/// `img-push --retag` of `app:v1` to `app:t` on `registry`: the shortest way to a registry.
+fn retag(registry: &str) -> Run {
+    tool("img-push").args([
+        "--retag",
+        "--registry",
+        registry,
+        "--repository",
+        "app",
+        "--tag",
+        "t",
+        "--from",
+        "v1",
+        "--no-input",
+    ])
+}
+
 fn digest() -> String {
     format!("sha256:{}", "a".repeat(64))
 }
@@ -56,18 +72,7 @@ fn hostile_registry_names_are_refused_before_any_credential_or_request() {
     let context = tempfile::tempdir().unwrap();
     std::fs::write(context.path().join("Dockerfile"), "FROM scratch\n").unwrap();
     let runs = [
-        tool("img-push").args([
-            "--retag",
-            "--registry",
-            &host,
-            "--repository",
-            "app",
-            "--tag",
-            "t",
-            "--from",
-            "v1",
-            "--no-input",
-        ]),
+        retag(&host),
         tool("img-push").stdin(
             json!({"registry": host, "repository": "app", "tags": ["t"], "digest": digest()})
                 .to_string(),
@@ -111,22 +116,9 @@ fn an_ecr_token_never_goes_to_a_bearer_realm() {
     let registry = Listener::start(move |_| Reply::challenge(&challenge));
     let token = ecr_style_password();
     let config = config_with(&registry.addr, "AWS", &token);
-    let retag = || {
-        tool("img-push")
-            .env("DOCKER_CONFIG", config.path())
-            .args(["--retag", "--registry", &registry.addr])
-            .args([
-                "--repository",
-                "app",
-                "--tag",
-                "t",
-                "--from",
-                "v1",
-                "--no-input",
-            ])
-            .run()
-    };
-    retag()
+    retag(&registry.addr)
+        .env("DOCKER_CONFIG", config.path())
+        .run()
         .fails(77, &["Bearer", "ECR registries use Basic", "not sent"])
         .hides(&token);
     assert!(!registry.requests().is_empty(), "the registry was asked");
@@ -139,18 +131,8 @@ fn an_ecr_token_never_goes_to_a_bearer_realm() {
     // Other credentials go to the realm, as docker sends them (Docker Hub's realm is another
     // host): the friendly case.
     let friendly = config_with(&registry.addr, "alice", "pw-alice");
-    tool("img-push")
+    retag(&registry.addr)
         .env("DOCKER_CONFIG", friendly.path())
-        .args(["--retag", "--registry", &registry.addr])
-        .args([
-            "--repository",
-            "app",
-            "--tag",
-            "t",
-            "--from",
-            "v1",
-            "--no-input",
-        ])
         .run()
         .fails(77, &["refused the credentials of user alice"])
         .hides("pw-alice");
@@ -342,19 +324,9 @@ fn a_failing_credential_helper_is_named_not_quoted() {
         bin.path().display(),
         std::env::var("PATH").unwrap()
     );
-    tool("img-push")
+    retag(&service("IMGPIPE_REGISTRY"))
         .env("PATH", path)
         .env("DOCKER_CONFIG", config.path())
-        .args(["--retag", "--registry", &service("IMGPIPE_REGISTRY")])
-        .args([
-            "--repository",
-            "app",
-            "--tag",
-            "t",
-            "--from",
-            "v1",
-            "--no-input",
-        ])
         .run()
         .fails(78, &["docker-credential-leaky", "exit status 3"])
         .hides("LEAKED-SECRET-4711");
@@ -397,18 +369,7 @@ fn control_characters_from_outside_are_escaped_on_stderr() {
                 .to_vec(),
         )
     });
-    let out = tool("img-push")
-        .args(["--retag", "--registry", &registry.addr])
-        .args([
-            "--repository",
-            "app",
-            "--tag",
-            "t",
-            "--from",
-            "v1",
-            "--no-input",
-        ])
-        .run();
+    let out = retag(&registry.addr).run();
     out.fails(65, &["HTTP 400", "forged"]);
     assert!(!out.stderr.contains('\u{1b}'), "an escape sequence{out:?}");
 }
@@ -463,17 +424,7 @@ fn an_endless_manifest_is_cut_off() {
             "application/vnd.docker.distribution.manifest.v2+json".to_owned(),
         )])
     });
-    tool("img-push")
-        .args(["--retag", "--registry", &registry.addr])
-        .args([
-            "--repository",
-            "app",
-            "--tag",
-            "t",
-            "--from",
-            "v1",
-            "--no-input",
-        ])
+    retag(&registry.addr)
         .kill_after(Duration::from_secs(60))
         .run()
         .fails(69, &["longer than 4194304 bytes"]);
@@ -498,17 +449,8 @@ fn an_endless_manifest_is_cut_off() {
 #[test]
 fn a_hanging_registry_is_bounded_by_the_deadline() {
     let registry = Listener::start(|_| Reply::Hang);
-    tool("img-push")
-        .args(["--retag", "--registry", &registry.addr, "--deadline", "3"])
-        .args([
-            "--repository",
-            "app",
-            "--tag",
-            "t",
-            "--from",
-            "v1",
-            "--no-input",
-        ])
+    retag(&registry.addr)
+        .args(["--deadline", "3"])
         .kill_after(Duration::from_secs(60))
         .run()
         .fails(75, &[&registry.addr]);
