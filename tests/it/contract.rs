@@ -214,18 +214,30 @@ fn a_closed_stdout_is_a_quiet_success() {
 
 #[test]
 fn help_lists_the_exit_codes() {
-    let out = tool("ecr-repo").args(["--help"]).run();
-    out.success();
-    assert!(out.stdout.contains("EXIT STATUS:"), "{out:?}");
-    for code in [
-        "0", "1", "2", "65", "66", "69", "70", "74", "75", "77", "78",
+    for name in [
+        "ecr-login",
+        "ecr-repo",
+        "img-tag",
+        "img-build",
+        "img-push",
+        "scan-gate",
+        "lifecycle-set",
+        "img-manifest",
     ] {
-        assert!(
-            out.stdout
-                .lines()
-                .any(|l| l.trim_start().starts_with(&format!("{code}  "))),
-            "--help lacks exit code {code}{out:?}"
-        );
+        let out = tool(name).args(["--help"]).run();
+        out.success();
+        assert!(out.stdout.contains("EXIT STATUS:"), "{out:?}");
+        for (code, meaning) in shared::exit::TABLE {
+            assert!(
+                out.stdout.lines().any(|l| {
+                    let l = l.trim_start();
+                    l.starts_with(&format!("{}  ", code.0))
+                        && meaning.starts_with(l[code.0.to_string().len()..].trim())
+                }),
+                "{name} --help lacks exit code {} ({meaning}){out:?}",
+                code.0
+            );
+        }
     }
     // The README's table is the same one.
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
