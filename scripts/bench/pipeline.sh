@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End to end and per step: the seed's pipeline as a user writes it (aws-cli, docker CLI, the
-# python snippet; /work/shared/seed/codebuild-docker-ecr-guide.md) against the imgpipe pipeline
+# python snippet of the CodeBuild guide imgpipe grew from) against the imgpipe pipeline
 # (ecr-login | img-tag | img-build | img-push | scan-gate, then lifecycle-set), on the sample
 # application (examples/sample-app), against the local services, in one run, alternating.
 #
