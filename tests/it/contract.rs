@@ -286,3 +286,76 @@ fn the_schema_describes_every_known_field() {
         );
     }
 }
+
+/// The fields a tool's code sets (`.set("name"` or `.set_some("name"`, the document's only
+/// setters), outside its unit tests.
+fn fields_set_by(tool_dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let mut fields = std::collections::BTreeSet::new();
+    let mut dirs = vec![tool_dir.join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            for call in [".set(", ".set_some("] {
+                for piece in code.split(call).skip(1) {
+                    let Some(quoted) = piece.trim_start().strip_prefix('"') else {
+                        continue;
+                    };
+                    let name: String = quoted
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    fields.insert(name);
+                }
+            }
+        }
+    }
+    fields
+}
+
+#[test]
+fn the_pipeline_docs_name_the_tools_that_write_each_field() {
+    let tools_dir = root().join("tools");
+    let mut written = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for entry in std::fs::read_dir(&tools_dir).unwrap() {
+        let dir = entry.unwrap().path();
+        let tool = dir.file_name().unwrap().to_string_lossy().into_owned();
+        for field in fields_set_by(&dir) {
+            written.entry(field).or_default().push(tool.clone());
+        }
+    }
+    assert!(written.len() > 10, "too few fields found: {written:?}");
+    let pipeline = std::fs::read_to_string(root().join("docs/pipeline.md")).unwrap();
+    let mut documented = std::collections::BTreeMap::new();
+    for line in pipeline.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let field = cells[1].trim_matches('`').to_owned();
+        if field == "schema_version" {
+            continue;
+        }
+        let mut writers: Vec<String> = cells[3]
+            .split(", ")
+            .filter(|w| tools_dir.join(w).is_dir())
+            .map(str::to_owned)
+            .collect();
+        writers.sort();
+        documented.insert(field, writers);
+    }
+    for field in shared::document::FIELDS.iter().map(|f| f.name) {
+        if field == "schema_version" {
+            continue;
+        }
+        let mut code = written.get(field).cloned().unwrap_or_default();
+        code.sort();
+        assert_eq!(
+            documented.get(field),
+            Some(&code),
+            "docs/pipeline.md's writers of `{field}` differ from the code's"
+        );
+    }
+}
