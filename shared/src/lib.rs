@@ -19,6 +19,7 @@ pub mod generate;
 pub mod iam;
 pub mod io;
 pub mod log;
+pub mod media;
 pub mod names;
 pub mod registry;
 pub mod secret;

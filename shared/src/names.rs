@@ -270,6 +270,38 @@ pub fn check_repository(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a content tag starts with: `ctx-` and then [`CONTENT_DIGITS`] hex digits of the
+/// build context's hash, as img-tag's `content` rule gives it and `img-build
+/// --skip-if-present` looks it up. One definition, or the skip silently never matches.
+pub const CONTENT_PREFIX: &str = "ctx-";
+/// How many hex digits of the context hash a content tag keeps.
+pub const CONTENT_DIGITS: usize = 12;
+
+/// The first [`CONTENT_DIGITS`] hex digits of a context hash (`sha256:<hex>` or `<hex>`): what
+/// img-tag's `{content}` placeholder gives.
+#[must_use]
+pub fn content_short(hash: &str) -> &str {
+    let hex = hash.strip_prefix("sha256:").unwrap_or(hash);
+    &hex[..hex.len().min(CONTENT_DIGITS)]
+}
+
+/// The content tag of a context hash: `ctx-4b0c6b0b16f6`.
+#[must_use]
+pub fn content_tag(hash: &str) -> String {
+    format!("{CONTENT_PREFIX}{}", content_short(hash))
+}
+
+/// Whether `tag` is a content tag (see [`content_tag`]).
+#[must_use]
+pub fn is_content_tag(tag: &str) -> bool {
+    tag.strip_prefix(CONTENT_PREFIX).is_some_and(|hex| {
+        hex.len() == CONTENT_DIGITS
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
+}
+
 /// Checks a Docker image tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 pub fn check_tag(tag: &str) -> Result<()> {
     let bad = |why: &str| {
@@ -294,6 +326,21 @@ pub fn check_tag(tag: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn content_tags_have_one_form() {
+        let hex = "4b0c6b0b16f6c9e9600617f5acbb622ba3c0302d7e3e0c205d2e320e8f16253b";
+        assert_eq!(
+            super::content_tag(&format!("sha256:{hex}")),
+            "ctx-4b0c6b0b16f6"
+        );
+        assert_eq!(super::content_tag(hex), "ctx-4b0c6b0b16f6");
+        assert_eq!(super::content_short(hex), "4b0c6b0b16f6");
+        assert!(super::is_content_tag("ctx-4b0c6b0b16f6"));
+        assert!(!super::is_content_tag("ctx-4B0C6B0B16F6"));
+        assert!(!super::is_content_tag("ctx-4b0c6b0b16f"));
+        assert!(!super::is_content_tag("ctx-cache"));
+    }
+
     use super::*;
 
     #[test]

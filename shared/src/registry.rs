@@ -153,14 +153,7 @@ impl Challenge {
     }
 }
 
-/// The manifest media types a client accepts, as the docker CLI sends them: Docker v2 schema 2,
-/// the Docker manifest list, and the OCI image manifest and index.
-pub const MANIFEST_TYPES: &[&str] = &[
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-];
+pub use crate::media::MANIFEST_TYPES;
 
 /// A manifest as the registry serves it.
 #[derive(Clone, Debug)]

@@ -831,13 +831,6 @@ async fn build(
     Ok(doc)
 }
 
-/// The tag img-tag's `content` rule gives a context of content hash `hash` (`sha256:<hex>`).
-#[must_use]
-pub fn content_tag(hash: &str) -> String {
-    let hex = hash.trim_start_matches("sha256:");
-    format!("ctx-{}", &hex[..hex.len().min(12)])
-}
-
 /// The registry host and repository of the document: its `registry` and `repository`, else
 /// those of its first reference (`host/repository:tag`); `None` when it names none. A registry
 /// or repository that is not valid is an error ([`shared::names`]).
@@ -873,7 +866,7 @@ struct Present {
 /// asked (a warning: building is always correct, only slower). A registry name that is not
 /// valid is an error: nothing is asked of it.
 async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Result<Option<Present>> {
-    let tag = content_tag(hash);
+    let tag = shared::names::content_tag(hash);
     let Some((registry, repository)) = registry_repository(doc)? else {
         warn!(
             "--skip-if-present: the document names no registry and repository to look in; building"
@@ -884,7 +877,7 @@ async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Result<Option<Pr
     let own: Vec<&str> = doc
         .strings("tags")
         .into_iter()
-        .filter(|t| t.starts_with("ctx-"))
+        .filter(|t| shared::names::is_content_tag(t))
         .collect();
     if own.is_empty() {
         verbose!(
@@ -1146,8 +1139,6 @@ mod tests {
 
     #[test]
     fn the_content_tag_and_where_to_look_for_it() {
-        let hex = "4b0c6b0b16f6c9e9600617f5acbb622ba3c0302d7e3e0c205d2e320e8f16253b";
-        assert_eq!(content_tag(&format!("sha256:{hex}")), "ctx-4b0c6b0b16f6");
         let doc = |v: Value| Document::from_value(v, "test").expect("document");
         let cases = [
             (

@@ -25,14 +25,7 @@ use shared::io::{Input, Output, stdin_input};
 use shared::registry::{Registry, Retry, sha256_digest};
 use shared::{Document, Error, Result, info, verbose};
 
-/// The Docker manifest list media type.
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-/// The OCI image index media type.
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-/// The Docker v2 schema 2 (single-platform) manifest media type.
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-/// The OCI (single-platform) image manifest media type.
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use shared::media::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX};
 
 /// Join per-architecture images into one multi-platform image (manifest list or OCI index)
 /// and push it under the document's tags.
@@ -630,6 +623,7 @@ async fn join(cli: &Cli, docs: Vec<Document>) -> Result<Document> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::media::OCI_MANIFEST;
 
     fn cli(args: &[&str]) -> Cli {
         let mut all = vec!["img-manifest"];

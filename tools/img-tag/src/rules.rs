@@ -353,7 +353,7 @@ impl Context<'_> {
             "date" => Ok(f.build_time.value.format("%Y%m%d").to_string()),
             "content" => self
                 .content
-                .map(|c| c[..12.min(c.len())].to_owned())
+                .map(|c| shared::names::content_short(c).to_owned())
                 .ok_or_else(|| "{content} needs the build context's hash".to_owned()),
             other => Err(format!("unknown placeholder {{{other}}}")),
         }
@@ -405,7 +405,7 @@ pub fn apply(rule: &Rule, cx: &Context<'_>) -> Result<Outcome, Impossible> {
             None => skipped("not a batch build".into()),
         },
         Rule::Content => match cx.content {
-            Some(hash) => produced(vec![format!("ctx-{}", &hash[..12.min(hash.len())])]),
+            Some(hash) => produced(vec![shared::names::content_tag(hash)]),
             None => skipped("the build context was not hashed".into()),
         },
         Rule::Raw(value) => produced(vec![value.clone()]),

@@ -624,10 +624,7 @@ async fn manifest_children(
     registry_id: Option<&str>,
     digests: &[String],
 ) -> Result<Vec<(String, Vec<String>)>> {
-    const INDEX_TYPES: [&str; 2] = [
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.oci.image.index.v1+json",
-    ];
+    use shared::media::{INDEX_TYPES, is_index};
     let mut found = Vec::new();
     // BatchGetImage takes at most 100 image ids a call.
     for chunk in digests.chunks(100) {
@@ -644,9 +641,7 @@ async fn manifest_children(
             .await
             .map_err(|e| aws.error(&format!("reading the manifests of {name}"), &e))?;
         for image in output.images() {
-            let is_index = image
-                .image_manifest_media_type()
-                .is_some_and(|t| INDEX_TYPES.contains(&t));
+            let is_index = image.image_manifest_media_type().is_some_and(is_index);
             let (Some(id), Some(manifest)) = (image.image_id(), image.image_manifest()) else {
                 continue;
             };

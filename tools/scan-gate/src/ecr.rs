@@ -107,19 +107,7 @@ enum Read {
     Report(Report),
 }
 
-/// The manifest media types of a multi-platform image: a Docker manifest list, an OCI index.
-const INDEX_TYPES: &[&str] = &[
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-];
-
-/// Every media type asked for when reading a manifest.
-const MANIFEST_TYPES: &[&str] = &[
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-];
+use shared::media::{MANIFEST_TYPES, is_index};
 
 /// One platform image of a multi-platform image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,7 +126,7 @@ pub fn index_children(manifest: &str) -> Option<Vec<PlatformImage>> {
     let value: serde_json::Value = serde_json::from_str(manifest).ok()?;
     let media_type = value.get("mediaType").and_then(serde_json::Value::as_str);
     let manifests = value.get("manifests")?.as_array()?;
-    if media_type.is_some_and(|t| !INDEX_TYPES.contains(&t)) {
+    if media_type.is_some_and(|t| !is_index(t)) {
         return None;
     }
     Some(
