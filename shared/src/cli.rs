@@ -207,3 +207,12 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
             ))
         })
 }
+
+/// Parses a `KEY=VALUE` flag value (`--label`, `--tag` of ecr-repo): the key is everything
+/// before the first `=` and may not be empty; the value may be empty or hold more `=`.
+pub fn key_value(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("'{text}' is not KEY=VALUE")),
+    }
+}

@@ -146,8 +146,60 @@ pub fn password_expiry(password: &Secret) -> Option<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp(seconds, 0)
 }
 
+/// Whether `tag` matches an ECR tag filter (a lifecycle rule's `tagPatternList` entry, a
+/// tag-mutability exclusion): `*` stands for any run of characters (including none);
+/// everything else matches itself.
+#[must_use]
+pub fn tag_matches(pattern: &str, tag: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == tag;
+    }
+    let (first, rest) = (parts[0], &parts[1..]);
+    let Some(mut remaining) = tag.strip_prefix(first) else {
+        return false;
+    };
+    let (last, middle) = rest.split_last().unwrap_or((&"", &[]));
+    for part in middle {
+        match remaining.find(part) {
+            Some(pos) => remaining = &remaining[pos + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wildcards_match_any_run_of_characters() {
+        for (pattern, tag, expected) in [
+            ("prod*", "prod", true),
+            ("prod*", "prod-1", true),
+            ("prod*", "preprod", false),
+            ("*prod", "preprod", true),
+            ("*test*1*2*3", "my-test-1-2-3", true),
+            ("*test*1*2*3", "my-test-1-2-3-4", false),
+            ("v*.*.*", "v1.2.3", true),
+            ("v*.*.*", "v1.2", false),
+            ("latest", "latest", true),
+            ("latest", "latest-1", false),
+            ("a*a", "a", false),
+            ("a*a", "aa", true),
+            ("*", "anything", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "acb", false),
+            ("*", "", true),
+            ("ab*", "a", false),
+        ] {
+            assert_eq!(
+                super::tag_matches(pattern, tag),
+                expected,
+                "{pattern} ~ {tag}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

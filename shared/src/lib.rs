@@ -23,6 +23,7 @@ pub mod media;
 pub mod names;
 pub mod registry;
 pub mod secret;
+pub mod show;
 
 pub use document::Document;
 pub use error::{Error, Result};

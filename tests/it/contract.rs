@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use crate::harness::{aws_cli, root, tool, unique};
+use crate::harness::{TOOLS, aws_cli, root, tool, unique};
 
 #[test]
 fn unknown_fields_pass_through_unchanged_and_in_order() {
@@ -214,16 +214,7 @@ fn a_closed_stdout_is_a_quiet_success() {
 
 #[test]
 fn help_lists_the_exit_codes() {
-    for name in [
-        "ecr-login",
-        "ecr-repo",
-        "img-tag",
-        "img-build",
-        "img-push",
-        "scan-gate",
-        "lifecycle-set",
-        "img-manifest",
-    ] {
+    for name in TOOLS {
         let out = tool(name).args(["--help"]).run();
         out.success();
         assert!(out.stdout.contains("EXIT STATUS:"), "{out:?}");

@@ -1,7 +1,7 @@
 //! Every tool, every error class it can meet: the exit code is the one the README's table gives
 //! for that class, and the error is one line on stderr.
 
-use crate::harness::{Run, service, tool};
+use crate::harness::{Run, TOOLS, any_digest, service, tool};
 use crate::hostile::{Listener, Reply};
 
 /// The codes of the README's exit-code table, with their meanings.
@@ -39,17 +39,6 @@ fn case(class: i32, run: Run, words: &'static [&'static str]) -> Case {
     Case { class, run, words }
 }
 
-const TOOLS: [&str; 8] = [
-    "ecr-login",
-    "ecr-repo",
-    "img-tag",
-    "img-build",
-    "img-push",
-    "scan-gate",
-    "lifecycle-set",
-    "img-manifest",
-];
-
 /// The arguments that take each AWS tool to its first AWS call.
 const AWS_TOOLS: [(&str, &[&str]); 4] = [
     ("ecr-login", &["--no-input"]),
@@ -69,10 +58,6 @@ const AWS_TOOLS: [(&str, &[&str]); 4] = [
         ],
     ),
 ];
-
-fn digest() -> String {
-    format!("sha256:{}", "a".repeat(64))
-}
 
 /// Usage errors and bad input, for every tool.
 fn usage_and_data_cases() -> Vec<Case> {
@@ -170,7 +155,11 @@ fn service_and_config_cases(dir: &std::path::Path, closed: &str, hang: &Listener
         tool("img-manifest")
             .args([
                 "--image",
-                &format!("{}/app@{}", closed.trim_start_matches("http://"), digest()),
+                &format!(
+                    "{}/app@{}",
+                    closed.trim_start_matches("http://"),
+                    any_digest()
+                ),
                 "--tag",
                 "t",
             ])
@@ -198,7 +187,7 @@ fn service_and_config_cases(dir: &std::path::Path, closed: &str, hang: &Listener
         77,
         tool("img-manifest").args([
             "--image",
-            &format!("{auth}/app@{}", digest()),
+            &format!("{auth}/app@{}", any_digest()),
             "--tag",
             "t",
             "--no-input",

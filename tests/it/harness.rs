@@ -95,6 +95,23 @@ pub struct Run {
     limit: Option<std::time::Duration>,
 }
 
+/// Every tool, by the name of its binary.
+pub const TOOLS: [&str; 8] = [
+    "ecr-login",
+    "ecr-repo",
+    "img-tag",
+    "img-build",
+    "img-push",
+    "scan-gate",
+    "lifecycle-set",
+    "img-manifest",
+];
+
+/// A well-formed digest that no registry holds.
+pub fn any_digest() -> String {
+    format!("sha256:{}", "a".repeat(64))
+}
+
 /// Prepares a run of `tool` in a clean environment: PATH, a fresh HOME, the local services'
 /// variables, and instance metadata turned off (the tests never leave this machine).
 pub fn tool(name: &str) -> Run {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde_json::json;
 
-use crate::harness::{Refs, Run, bin_dir, build_small, docker, program, service, tool, unique};
+use crate::harness::{
+    Refs, Run, any_digest, bin_dir, build_small, docker, program, service, tool, unique,
+};
 use crate::hostile::{Listener, Reply};
 
 /// An ECR host name followed by `:443@` and a listener: a URL parser sends requests to the
@@ -59,10 +61,6 @@ fn retag(registry: &str) -> Run {
     ])
 }
 
-fn digest() -> String {
-    format!("sha256:{}", "a".repeat(64))
-}
-
 #[test]
 fn hostile_registry_names_are_refused_before_any_credential_or_request() {
     let ecr_api = Listener::start(|_| Reply::Status(500, Vec::new(), b"{}".to_vec()));
@@ -74,7 +72,7 @@ fn hostile_registry_names_are_refused_before_any_credential_or_request() {
     let runs = [
         retag(&host),
         tool("img-push").stdin(
-            json!({"registry": host, "repository": "app", "tags": ["t"], "digest": digest()})
+            json!({"registry": host, "repository": "app", "tags": ["t"], "digest": any_digest()})
                 .to_string(),
         ),
         tool("img-push").stdin(json!({"references": [format!("{host}/app:t")]}).to_string()),
@@ -87,7 +85,7 @@ fn hostile_registry_names_are_refused_before_any_credential_or_request() {
             .args([context.path()]),
         tool("img-manifest").args([
             "--image",
-            &format!("{host}/app@{}", digest()),
+            &format!("{host}/app@{}", any_digest()),
             "--tag",
             "t",
             "--no-input",

@@ -85,7 +85,7 @@ pub struct Cli {
     pub kms_key: Option<String>,
 
     /// Resource tag KEY=VALUE to set on the repository (repeatable). Other tags are kept.
-    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = shared::cli::key_value)]
     pub tags: Vec<(String, String)>,
 
     /// Account that owns the registry (default: the caller's account).
@@ -165,13 +165,6 @@ impl Encryption {
             Encryption::Kms => EncryptionType::Kms,
             Encryption::KmsDsse => EncryptionType::KmsDsse,
         }
-    }
-}
-
-fn parse_tag(text: &str) -> std::result::Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("'{text}' is not KEY=VALUE")),
     }
 }
 
@@ -590,12 +583,15 @@ mod tests {
     #[test]
     fn tags_are_key_value() {
         assert_eq!(
-            parse_tag("team=api=v2"),
+            shared::cli::key_value("team=api=v2"),
             Ok(("team".into(), "api=v2".into()))
         );
-        assert_eq!(parse_tag("empty="), Ok(("empty".into(), String::new())));
-        assert!(parse_tag("novalue").is_err());
-        assert!(parse_tag("=x").is_err());
+        assert_eq!(
+            shared::cli::key_value("empty="),
+            Ok(("empty".into(), String::new()))
+        );
+        assert!(shared::cli::key_value("novalue").is_err());
+        assert!(shared::cli::key_value("=x").is_err());
     }
 
     #[test]

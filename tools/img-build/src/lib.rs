@@ -91,7 +91,7 @@ pub struct Cli {
     pub build_args: Vec<String>,
 
     /// Label KEY=VALUE for the image, on top of the document's `labels` (repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = shared::cli::key_value)]
     pub labels: Vec<(String, String)>,
 
     /// Another reference to tag the image with, besides the document's (repeatable).
@@ -247,13 +247,6 @@ impl shared::cli::Cli for Cli {
     }
 }
 
-fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, found {text:?}")),
-    }
-}
-
 /// Runs the tool: one build per input document.
 pub fn run(cli: &Cli) -> Result<Code> {
     shared::cli::runtime()?.block_on(async {
@@ -323,7 +316,7 @@ fn print_report(ctx: &Context, report: &Report) {
         "context {}: {} files, {} in {} entries; Dockerfile sent as {}",
         ctx.root().display(),
         report.files,
-        human(report.bytes),
+        shared::show::bytes(report.bytes),
         report.entries,
         ctx.dockerfile_name()
     );
@@ -339,35 +332,17 @@ fn print_report(ctx: &Context, report: &Report) {
     for dir in &report.dirs {
         info!(
             "  {:>10}  {:>7} files  {}",
-            human(dir.bytes),
+            shared::show::bytes(dir.bytes),
             dir.files,
             dir.dir
         );
     }
     info!("largest files:");
     for (name, size) in &report.largest {
-        info!("  {:>10}  {name}", human(*size));
+        info!("  {:>10}  {name}", shared::show::bytes(*size));
     }
     for warning in &report.warnings {
         warn!("{warning}");
-    }
-}
-
-/// Bytes for people: `1.5 MB`.
-#[must_use]
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    #[allow(clippy::cast_precision_loss)]
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -1323,12 +1298,5 @@ mod tests {
                 .map_err(|_| ());
             assert_eq!(got, want, "{flag:?} {env:?} {daemon}");
         }
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human(999), "999 B");
-        assert_eq!(human(1500), "1.5 kB");
-        assert_eq!(human(1_000_000_000), "1.0 GB");
     }
 }

@@ -290,30 +290,10 @@ fn conflicts(
 pub fn ecr_tag_immutable(mutability: &str, exclusions: &[String], tag: &str) -> bool {
     match mutability {
         "IMMUTABLE" => true,
-        "IMMUTABLE_WITH_EXCLUSION" => !exclusions.iter().any(|f| wildcard(f, tag)),
-        "MUTABLE_WITH_EXCLUSION" => exclusions.iter().any(|f| wildcard(f, tag)),
+        "IMMUTABLE_WITH_EXCLUSION" => !exclusions.iter().any(|f| shared::ecr::tag_matches(f, tag)),
+        "MUTABLE_WITH_EXCLUSION" => exclusions.iter().any(|f| shared::ecr::tag_matches(f, tag)),
         _ => false,
     }
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-fn wildcard(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// The digest in a push stream's final status (`1.0: digest: sha256:... size: 527`).
@@ -493,8 +473,8 @@ impl Progress {
             .map(|(total, sent)| {
                 format!(
                     "{} of {}",
-                    human(u64::try_from(*sent).unwrap_or_default()),
-                    human(u64::try_from(*total).unwrap_or_default())
+                    shared::show::bytes(u64::try_from(*sent).unwrap_or_default()),
+                    shared::show::bytes(u64::try_from(*total).unwrap_or_default())
                 )
             })
             .collect();
@@ -507,22 +487,6 @@ impl Progress {
                 self.existing
             );
         }
-    }
-}
-
-/// Bytes for people: `1.5 MB`.
-#[must_use]
-pub fn human(bytes: u64) -> String {
-    #[allow(clippy::cast_precision_loss)]
-    let value = bytes as f64;
-    if bytes < 1000 {
-        format!("{bytes} B")
-    } else if bytes < 1_000_000 {
-        format!("{:.1} kB", value / 1e3)
-    } else if bytes < 1_000_000_000 {
-        format!("{:.1} MB", value / 1e6)
-    } else {
-        format!("{:.1} GB", value / 1e9)
     }
 }
 
@@ -680,11 +644,6 @@ async fn tag_states(
     Ok(states)
 }
 
-fn short(digest: &str) -> &str {
-    let hex = digest.split_once(':').map_or(digest, |(_, h)| h);
-    &hex[..hex.len().min(12)]
-}
-
 // One push, told in order: pre-flight, push, verification, artifacts, document.
 #[allow(clippy::too_many_lines)]
 async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) -> Result<Document> {
@@ -752,7 +711,7 @@ async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) -> Result<Doc
             format!(
                 "immutable tags of {name} already name another image ({}), not image {}: nothing was pushed",
                 conflicts.join("; "),
-                short(&image_id)
+                shared::show::digest(&image_id)
             ),
         )
         .with_hint("push under a new tag (img-tag), or remove the old image from the registry first"));
@@ -768,7 +727,7 @@ async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) -> Result<Doc
             .map_err(|e| {
                 Error::unavailable(format!(
                     "the Docker Engine did not tag image {} as {name}:{tag} ({})",
-                    short(&image_id),
+                    shared::show::digest(&image_id),
                     chain(&e)
                 ))
             })?;
@@ -1137,7 +1096,7 @@ async fn inspect_digest(engine: &Engine, name: &str, image_id: &str) -> Result<S
     let inspect = engine.client.inspect_image(image_id).await.map_err(|e| {
         Error::unavailable(format!(
             "the Docker Engine did not describe image {} after the push ({})",
-            short(image_id),
+            shared::show::digest(image_id),
             chain(&e)
         ))
     })?;
@@ -1295,17 +1254,6 @@ mod tests {
                 "{mutability} {tag}"
             );
         }
-        for (pattern, text, hit) in [
-            ("a*c", "abc", true),
-            ("a*c", "ac", true),
-            ("a*b*c", "axxbyyc", true),
-            ("a*b*c", "acb", false),
-            ("*", "", true),
-            ("ab", "ab", true),
-            ("ab*", "a", false),
-        ] {
-            assert_eq!(wildcard(pattern, text), hit, "{pattern} {text}");
-        }
     }
 
     #[test]
@@ -1399,18 +1347,6 @@ mod tests {
         for (args, value, want) in cases {
             let got = retag_reason(&cli(&args), &doc(value.clone()));
             assert_eq!(got.as_deref(), want, "{args:?} {value}");
-        }
-    }
-
-    #[test]
-    fn sizes_for_people() {
-        for (bytes, text) in [
-            (5, "5 B"),
-            (1500, "1.5 kB"),
-            (210_000_000, "210.0 MB"),
-            (2_000_000_000, "2.0 GB"),
-        ] {
-            assert_eq!(human(bytes), text);
         }
     }
 }

@@ -111,7 +111,7 @@ pub struct Cli {
     pub dockerfile: Option<PathBuf>,
 
     /// An extra label KEY=VALUE (repeatable); it overrides the OCI labels.
-    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = shared::cli::key_value)]
     pub labels: Vec<(String, String)>,
 
     /// Print on stderr where each fact came from and what each rule produced or why it was skipped.
@@ -126,13 +126,6 @@ pub struct Cli {
 impl shared::cli::Cli for Cli {
     fn common(&self) -> &Common {
         &self.common
-    }
-}
-
-fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-        _ => Err(format!("'{text}' is not KEY=VALUE")),
     }
 }
 

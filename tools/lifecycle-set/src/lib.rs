@@ -407,7 +407,7 @@ impl Job<'_> {
         for decision in &result.decisions {
             verbose!(
                 "{} [{}]: {}: {}",
-                preview::short(&decision.digest),
+                shared::show::digest(&decision.digest),
                 decision.tags.join(", "),
                 decision.outcome.as_str(),
                 decision.reason
@@ -423,7 +423,7 @@ impl Job<'_> {
                 warn!(
                     "ECR's preview says {} for {} (rule {}), the local evaluation {} (rule {}): ECR's answer is what will happen",
                     d.ecr.0.as_str(),
-                    preview::short(&d.digest),
+                    shared::show::digest(&d.digest),
                     d.ecr.1.map_or("-".to_owned(), |r| r.to_string()),
                     d.local.0.as_str(),
                     d.local.1.map_or("-".to_owned(), |r| r.to_string()),

@@ -788,28 +788,6 @@ fn parse_rule(value: &Value, at: &str) -> Result<Rule, Problem> {
     })
 }
 
-/// Whether `tag` matches a `tagPatternList` entry: `*` stands for any run of characters
-/// (including none); everything else matches itself.
-#[must_use]
-pub fn pattern_matches(pattern: &str, tag: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == tag;
-    }
-    let (first, rest) = (parts[0], &parts[1..]);
-    let Some(mut remaining) = tag.strip_prefix(first) else {
-        return false;
-    };
-    let (last, middle) = rest.split_last().unwrap_or((&"", &[]));
-    for part in middle {
-        match remaining.find(part) {
-            Some(pos) => remaining = &remaining[pos + part.len()..],
-            None => return false,
-        }
-    }
-    remaining.len() >= last.len() && remaining.ends_with(last)
-}
-
 /// Whether an image with `tags` is selected by the rule's tag condition: every prefix (or
 /// pattern) in the list must match at least one of the image's tags.
 #[must_use]
@@ -828,7 +806,7 @@ pub fn tags_match(rule: &Rule, tags: &[String]) -> bool {
             } else if let Some(patterns) = &rule.tag_patterns {
                 patterns
                     .iter()
-                    .all(|p| tags.iter().any(|t| pattern_matches(p, t)))
+                    .all(|p| tags.iter().any(|t| shared::ecr::tag_matches(p, t)))
             } else {
                 false
             }
@@ -1446,27 +1424,6 @@ mod tests {
             problems[0].message.contains("at most 30720"),
             "{problems:?}"
         );
-    }
-
-    #[test]
-    fn wildcards_match_any_run_of_characters() {
-        for (pattern, tag, expected) in [
-            ("prod*", "prod", true),
-            ("prod*", "prod-1", true),
-            ("prod*", "preprod", false),
-            ("*prod", "preprod", true),
-            ("*test*1*2*3", "my-test-1-2-3", true),
-            ("*test*1*2*3", "my-test-1-2-3-4", false),
-            ("v*.*.*", "v1.2.3", true),
-            ("v*.*.*", "v1.2", false),
-            ("latest", "latest", true),
-            ("latest", "latest-1", false),
-            ("a*a", "a", false),
-            ("a*a", "aa", true),
-            ("*", "anything", true),
-        ] {
-            assert_eq!(pattern_matches(pattern, tag), expected, "{pattern} ~ {tag}");
-        }
     }
 
     #[test]

@@ -337,7 +337,7 @@ pub fn evaluate(policy: &Policy, images: &[Image], now: DateTime<Utc>) -> Previe
             decision.reason = format!(
                 "{}; kept because manifest list {} references it",
                 decision.reason,
-                short(&list.digest)
+                shared::show::digest(&list.digest)
             );
             decision.outcome = Outcome::Keep;
         }
@@ -352,7 +352,7 @@ pub fn evaluate(policy: &Policy, images: &[Image], now: DateTime<Utc>) -> Previe
                 warnings.push(format!(
                     "rule {} would expire {} tagged {}",
                     decision.rule.unwrap_or_default(),
-                    short(&image.digest),
+                    shared::show::digest(&image.digest),
                     risky.join(", ")
                 ));
             }
@@ -371,13 +371,6 @@ fn join(numbers: &[i64]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// The first 12 hex digits of a digest, for messages.
-#[must_use]
-pub fn short(digest: &str) -> &str {
-    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
-    hex.get(..12).unwrap_or(hex)
 }
 
 /// Warnings that need no images: rules that can never act because a higher rule with a
@@ -775,11 +768,7 @@ mod tests {
                 images.iter().map(|i| (i.digest.as_str(), i)).collect();
             let releases: Vec<&Image> = images
                 .iter()
-                .filter(|i| {
-                    i.tags
-                        .iter()
-                        .any(|t| crate::policy::pattern_matches("v*.*.*", t))
-                })
+                .filter(|i| i.tags.iter().any(|t| shared::ecr::tag_matches("v*.*.*", t)))
                 .collect();
             let expired_releases = result
                 .decisions
