@@ -171,6 +171,7 @@ where
 {
     let mut output = Output::new(std::io::stdout().lock(), common.field.clone());
     let mut run = async |doc: Document, output: &mut Output<_>| -> Result<()> {
+        output.check(&doc)?;
         if values.is_empty() {
             return output.write(step(doc).await?);
         }

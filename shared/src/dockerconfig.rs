@@ -15,7 +15,6 @@ use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result, describe_io};
-use crate::files::write_atomic;
 use crate::registry::Credentials;
 use crate::secret::Secret;
 
@@ -257,7 +256,8 @@ impl DockerConfig {
         let mut text = serde_json::to_vec_pretty(&Value::Object(self.root.clone()))
             .map_err(|e| Error::internal(format!("encoding the Docker config: {e}")))?;
         text.push(b'\n');
-        write_atomic(&self.path, &text, Some(0o600))
+        // Every save happens under the config's lock (see ConfigLock).
+        crate::files::write_secret_locked(&self.path, &text)
     }
 }
 

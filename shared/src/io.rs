@@ -179,6 +179,26 @@ impl<W: Write> Output<W> {
         Self { out, field }
     }
 
+    /// Checks, before a step acts on `input`, that `--field` can name something in its result:
+    /// a field the tools write, or one the input document already holds. A typo is a usage
+    /// error found before a push or a write, not after.
+    pub fn check(&self, input: &Document) -> Result<()> {
+        let Some(path) = &self.field else {
+            return Ok(());
+        };
+        let top = path.split('.').next().unwrap_or_default();
+        let known = crate::document::FIELDS.iter().any(|f| f.name == top);
+        if known || input.get(top).is_some() {
+            return Ok(());
+        }
+        let names: Vec<&str> = crate::document::FIELDS.iter().map(|f| f.name).collect();
+        Err(Error::new(
+            crate::exit::USAGE,
+            format!("--field {path}: the image document has no field {top}"),
+        )
+        .with_hint(format!("name one of {}", names.join(", "))))
+    }
+
     /// Writes one document and flushes.
     pub fn write(&mut self, document: Document) -> Result<()> {
         let stdout_error = |e: &io::Error| Error::write_io("writing to standard output", e);

@@ -21,4 +21,5 @@ mod lifecycle_set;
 mod registry_ops;
 mod scan_gate;
 mod security_hosts;
+mod security_outputs;
 mod security_reads;

@@ -115,7 +115,7 @@ pub fn put(
         "fetched_at": now.to_rfc3339(),
         "valid_until": valid_until.to_rfc3339(),
     });
-    shared::files::write_atomic(&path, entry.to_string().as_bytes(), Some(0o600))
+    shared::files::write_secret_locked(&path, entry.to_string().as_bytes())
 }
 
 #[cfg(test)]

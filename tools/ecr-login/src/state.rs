@@ -43,7 +43,8 @@ fn load(config: &Path) -> Map<String, Value> {
 fn save(config: &Path, registries: &Map<String, Value>) -> Result<()> {
     let text = serde_json::to_vec_pretty(&json!({ "registries": registries }))
         .map_err(|e| shared::Error::internal(e.to_string()))?;
-    shared::files::write_atomic(&state_path(config), &text, Some(0o600))
+    // Saved under the config's lock, as every change of the config.
+    shared::files::write_secret_locked(&state_path(config), &text)
 }
 
 /// Notes that ecr-login stored `credentials` for `host`.

@@ -137,6 +137,20 @@ pub struct Cli {
     pub common: Common,
 }
 
+impl Cli {
+    /// The artifact files asked for.
+    fn artifact_paths(&self) -> impl Iterator<Item = &std::path::Path> {
+        [
+            &self.image_uri_file,
+            &self.imagedefinitions,
+            &self.image_detail,
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+    }
+}
+
 impl shared::cli::Cli for Cli {
     fn common(&self) -> &Common {
         &self.common
@@ -145,6 +159,10 @@ impl shared::cli::Cli for Cli {
 
 /// Runs the tool: one push per input document.
 pub fn run(cli: &Cli) -> Result<Code> {
+    // Every artifact path is checked before anything is pushed.
+    for path in cli.artifact_paths() {
+        shared::files::check_writable(path)?;
+    }
     shared::cli::runtime()?.block_on(async {
         // The daemon is asked for on the first push: a retag needs none.
         let engine = OnceCell::new();
@@ -1112,29 +1130,30 @@ async fn inspect_digest(engine: &Engine, name: &str, image_id: &str) -> Result<S
         })
 }
 
-/// The artifact files, written only now that the push is verified.
+/// The artifact files, written only now that the push is verified: all of them, or none.
 fn write_artifacts(cli: &Cli, image_uri: &str, digest_uri: &str) -> Result<()> {
+    let mut outputs: Vec<(&std::path::Path, Vec<u8>)> = Vec::new();
     if let Some(path) = &cli.image_uri_file {
-        shared::files::write_atomic(path, format!("{image_uri}\n").as_bytes(), None)?;
-        verbose!("wrote {}", path.display());
+        outputs.push((path, format!("{image_uri}\n").into_bytes()));
     }
     if let (Some(path), Some(container)) = (&cli.imagedefinitions, &cli.container) {
         let value = json!([{ "name": container, "imageUri": image_uri }]);
-        write_json(path, &value)?;
+        outputs.push((path, pretty(&value)));
     }
     if let Some(path) = &cli.image_detail {
-        write_json(path, &json!({ "ImageURI": digest_uri }))?;
+        outputs.push((path, pretty(&json!({ "ImageURI": digest_uri }))));
+    }
+    shared::files::write_all(&outputs)?;
+    for (path, _) in &outputs {
+        verbose!("wrote {}", path.display());
     }
     Ok(())
 }
 
-fn write_json(path: &std::path::Path, value: &Value) -> Result<()> {
-    let mut text = serde_json::to_vec_pretty(value)
-        .map_err(|e| Error::internal(format!("encoding {}: {e}", path.display())))?;
+fn pretty(value: &Value) -> Vec<u8> {
+    let mut text = serde_json::to_vec_pretty(value).unwrap_or_default();
     text.push(b'\n');
-    shared::files::write_atomic(path, &text, None)?;
-    verbose!("wrote {}", path.display());
-    Ok(())
+    text
 }
 
 #[cfg(test)]

@@ -254,6 +254,10 @@ fn read_file(path: &std::path::Path, what: &str) -> Result<String> {
 
 /// Runs `scan-gate`.
 pub fn run(cli: &Cli) -> Result<Code> {
+    // The report's path is checked before any scan is read or waited for.
+    if let Some(path) = &cli.junit {
+        shared::files::check_writable(path)?;
+    }
     let allowlist = match &cli.allowlist {
         Some(path) => Allowlist::parse(&read_file(path, "allowlist")?).map_err(|e| {
             Error::data(format!("allowlist {}: {e}", path.display()))
