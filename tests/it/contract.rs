@@ -321,6 +321,12 @@ fn the_pipeline_docs_name_the_tools_that_write_each_field() {
         }
     }
     assert!(written.len() > 10, "too few fields found: {written:?}");
+    for (field, tools) in &written {
+        assert!(
+            shared::document::FIELDS.iter().any(|f| f.name == field),
+            "{tools:?} set `{field}`, which shared::document::FIELDS does not know"
+        );
+    }
     let pipeline = std::fs::read_to_string(root().join("docs/pipeline.md")).unwrap();
     let mut documented = std::collections::BTreeMap::new();
     for line in pipeline.lines().filter(|l| l.starts_with("| `")) {
