@@ -158,6 +158,7 @@ fn serve(
             .unwrap_or(0);
         let _ = std::io::copy(&mut (&mut reader).take(length), &mut std::io::sink());
         log.lock().unwrap().push(request.clone());
+        let head_only = request.line.starts_with("HEAD ");
         match respond(&request) {
             Reply::Status(status, headers, body) => {
                 let mut head = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
@@ -171,7 +172,9 @@ fn serve(
                     let _ = write!(head, "{name}: {value}\r\n");
                 }
                 head.push_str("\r\n");
-                if out.write_all(head.as_bytes()).is_err() || out.write_all(&body).is_err() {
+                // A HEAD answer has no body, or the client reads it as the next answer.
+                let body: &[u8] = if head_only { &[] } else { &body };
+                if out.write_all(head.as_bytes()).is_err() || out.write_all(body).is_err() {
                     return;
                 }
             }
@@ -183,6 +186,9 @@ fn serve(
                 head.push_str("\r\n");
                 if out.write_all(head.as_bytes()).is_err() {
                     return;
+                }
+                if head_only {
+                    continue;
                 }
                 let chunk = vec![b' '; 65536];
                 loop {
