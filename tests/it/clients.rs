@@ -1,8 +1,9 @@
 //! The shared clients against the real services: the Docker Engine and both registries.
 //! (The AWS client is exercised through the tools, against the ECR API server.)
 
-use shared::docker::Engine;
-use shared::registry::{Credentials, Registry};
+use docker::Engine;
+use registry::Registry;
+use shared::secret::Credentials;
 use shared::secret::Secret;
 
 use crate::harness::service;

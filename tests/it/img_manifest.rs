@@ -5,8 +5,9 @@
 
 use std::process::Command;
 
+use registry::Registry;
 use serde_json::{Value, json};
-use shared::registry::{Credentials, Registry};
+use shared::secret::Credentials;
 use shared::secret::Secret;
 
 use crate::harness::{Refs, docker, registry_manifest, service, tool, unique};
@@ -305,7 +306,7 @@ fn joins_in_the_auth_registry_with_stored_credentials_and_reads_blobs() {
         .block_on(client.blob(&repository, &config_digest))
         .unwrap()
         .unwrap();
-    assert_eq!(shared::registry::sha256_digest(&blob), config_digest);
+    assert_eq!(registry::sha256_digest(&blob), config_digest);
     let value: Value = serde_json::from_slice(&blob).unwrap();
     assert_eq!(value["architecture"], "arm64");
     let absent = format!("sha256:{}", "0".repeat(64));

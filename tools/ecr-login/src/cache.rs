@@ -7,12 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
+use aws::ecr::Token;
 use chrono::{DateTime, Duration, Utc};
+use registry::dockerconfig::ensure_private_dir;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use shared::dockerconfig::ensure_private_dir;
-use shared::ecr::Token;
-use shared::registry::Credentials;
+use shared::secret::Credentials;
 use shared::secret::Secret;
 use shared::{Error, Result};
 
@@ -36,7 +36,7 @@ pub fn dir() -> Option<PathBuf> {
 /// The key the cache is kept under for the caller of `aws`: its identity as STS names it, or,
 /// when STS cannot be asked (a VPC with ECR endpoints only), its access key id. The error STS
 /// gave is returned too, for a hint should ECR fail as well.
-pub async fn key(aws: &shared::aws::Aws) -> Result<(String, Option<Error>)> {
+pub async fn key(aws: &aws::Aws) -> Result<(String, Option<Error>)> {
     match aws.caller_identity().await {
         Ok(identity) => Ok((identity, None)),
         Err(sts) => {

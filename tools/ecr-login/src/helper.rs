@@ -17,8 +17,8 @@
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
+use aws::{Aws, AwsArgs};
 use serde_json::{Value, json};
-use shared::aws::{Aws, AwsArgs};
 use shared::{Error, Result, ecr};
 
 /// The protocol's answer for a registry the helper has no credentials for.
@@ -144,21 +144,20 @@ async fn get(server_url: &str, host: &str) -> Result<String> {
                 if let Some(token) = crate::cache::get(&dir, &key, aws.region(), now) {
                     token
                 } else {
-                    let token =
-                        ecr::authorization_token(&aws).await.map_err(|e| {
-                            match &sts_failed {
+                    let token = aws::ecr::authorization_token(&aws).await.map_err(|e| {
+                        match &sts_failed {
                         Some(sts) => e.with_hint(format!(
                             "STS failed as well ({}), so the token cache is keyed by access key",
                             sts.message()
                         )),
                         None => e,
                     }
-                        })?;
+                    })?;
                     crate::cache::put(&dir, &key, aws.region(), &token, now)?;
                     token
                 }
             }
-            None => ecr::authorization_token(&aws).await?,
+            None => aws::ecr::authorization_token(&aws).await?,
         };
     Ok(json!({
         "ServerURL": server_url,

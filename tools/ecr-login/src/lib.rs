@@ -16,13 +16,14 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 
+use aws::ecr::{Token, authorization_token};
+use aws::{Aws, AwsArgs};
 use chrono::{DateTime, Utc};
 use clap::Parser;
+use registry::dockerconfig::{ConfigLock, DockerConfig};
 use serde_json::{Value, json};
-use shared::aws::{Aws, AwsArgs};
 use shared::cli::Common;
-use shared::dockerconfig::{ConfigLock, DockerConfig};
-use shared::ecr::{self, Token};
+use shared::ecr;
 use shared::exit::{self, Code};
 use shared::{Document, Error, Result, info, warn};
 
@@ -115,7 +116,7 @@ pub fn main() -> ExitCode {
 /// Runs `ecr-login`.
 pub fn run(cli: &Cli) -> Result<Code> {
     if cli.print_iam_policy {
-        let policy = shared::iam::policy(&[shared::iam::Step::Login], &[]);
+        let policy = aws::iam::policy(&[aws::iam::Step::Login], &[]);
         let text =
             serde_json::to_string_pretty(&policy).map_err(|e| Error::internal(e.to_string()))?;
         let mut out = std::io::stdout().lock();
@@ -166,14 +167,14 @@ impl Tokens {
     async fn get(&mut self, aws: &Aws, args: &AwsArgs, region: &str) -> Result<&Token> {
         if !self.by_region.contains_key(region) {
             let token = if region == aws.region() {
-                ecr::authorization_token(aws).await?
+                authorization_token(aws).await?
             } else {
                 let regional = Aws::load(&AwsArgs {
                     region: Some(region.to_owned()),
                     ..args.clone()
                 })
                 .await?;
-                ecr::authorization_token(&regional).await?
+                authorization_token(&regional).await?
             };
             self.by_region.insert(region.to_owned(), token);
         }

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use shared::Result;
-use shared::registry::Credentials;
+use shared::secret::Credentials;
 
 fn state_path(config: &Path) -> PathBuf {
     config.with_file_name("imgpipe-ecr-login.json")

@@ -8,6 +8,7 @@
 //! Writes the image document with `registry`, `repository`, `repository_uri` and
 //! `repository_arn`, ready for `img-tag`.
 
+use aws::{Aws, AwsArgs};
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::operation::describe_repositories::DescribeRepositoriesError;
 use aws_sdk_ecr::types::{
@@ -16,13 +17,12 @@ use aws_sdk_ecr::types::{
 };
 use clap::Parser;
 use serde_json::json;
-use shared::aws::{Aws, AwsArgs};
 use shared::cli::Common;
 use shared::exit::Code;
 use shared::io::{Input, stdin_input};
 use shared::{Document, Error, Result, info};
 
-use shared::iam;
+use aws::iam;
 
 /// Make sure an ECR repository exists, with the settings given.
 #[derive(Parser, Debug)]

@@ -1,5 +1,5 @@
 //! `img-build`: build an image through the Docker Engine API, sending the build context exactly as
-//! the docker CLI does (see `shared::context`), and tag it with every reference of the document.
+//! the docker CLI does (see `context`), and tag it with every reference of the document.
 //!
 //! Replaces `docker build -t $ECR_REGISTRY/$IMAGE_REPO:$IMAGE_TAG .` and the cache variant
 //! (`docker pull ...:latest || true; docker build --cache-from ...`). The context is streamed to
@@ -20,18 +20,18 @@ use std::time::Instant;
 
 mod buildkit;
 
+use aws::AwsArgs;
 use bollard::models::{BuildInfoAux, ImageId};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, CreateImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
+use context::{Context, Options, Report, Summary};
+use docker::Engine;
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
-use shared::aws::AwsArgs;
 use shared::cli::Common;
-use shared::context::{Context, Options, Report, Summary};
-use shared::docker::Engine;
 use shared::error::chain;
 use shared::exit::Code;
 use shared::{Document, Error, Result, info, verbose, warn};
@@ -483,7 +483,7 @@ async fn prepare_cache(engine: &Engine, aws: &AwsArgs, refs: &[String]) -> Vec<S
             .tag(&tag)
             .build();
         let credentials = match registry_of(&repo) {
-            Some(registry) => match shared::credentials::lookup(registry, aws).await {
+            Some(registry) => match registry::credentials::lookup(registry, aws).await {
                 Ok(found) => {
                     verbose!("credentials for {registry}: {}", found.source);
                     found.credentials
@@ -498,7 +498,7 @@ async fn prepare_cache(engine: &Engine, aws: &AwsArgs, refs: &[String]) -> Vec<S
             },
             None => None,
         };
-        let header = shared::docker::registry_auth_header(
+        let header = docker::registry_auth_header(
             credentials.as_ref(),
             registry_of(&repo).unwrap_or_default(),
         );
@@ -867,7 +867,7 @@ async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Result<Option<Pr
     }
     let lookup = async {
         let (client, _) =
-            shared::credentials::registry(&registry, &cli.aws, shared::registry::Retry::default())
+            registry::credentials::registry(&registry, &cli.aws, registry::Retry::default())
                 .await?;
         client.manifest_digest(&repository, &tag).await
     };

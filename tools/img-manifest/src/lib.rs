@@ -15,14 +15,14 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use aws::AwsArgs;
 use clap::{Parser, ValueEnum};
+use registry::credentials::{self, Found};
+use registry::{Registry, Retry, sha256_digest};
 use serde_json::{Map, Value, json};
-use shared::aws::AwsArgs;
 use shared::cli::Common;
-use shared::credentials::{self, Found};
 use shared::exit::{self, Code};
 use shared::io::{Input, Output, stdin_input};
-use shared::registry::{Registry, Retry, sha256_digest};
 use shared::{Document, Error, Result, info, verbose};
 
 use shared::media::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX};

@@ -6,32 +6,32 @@
 //! `echo "$ECR_REGISTRY/$IMAGE_REPO:$IMAGE_TAG" > image_uri.txt`.
 //!
 //! Before anything is pushed: the credentials (as Docker finds them, else from ECR for an ECR
-//! host, see `shared::credentials`), the repository (DescribeRepositories for ECR; the registry's
+//! host, see `registry::credentials`), the repository (DescribeRepositories for ECR; the registry's
 //! own answer otherwise) and every tag's current manifest. A tag already at this image is
 //! reported as already present; a tag at another image is a conflict (exit 4) when tags are
 //! immutable (the ECR repository's setting, or `--immutable`), before any upload.
 //!
 //! The Engine's `X-Registry-Auth` header is sent as base64url, which the daemon decodes (bollard
 //! sends standard base64, which the daemon silently drops whenever it holds `+` or `/`): see
-//! `shared::docker::registry_auth_header`.
+//! `docker::registry_auth_header`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use aws::{Aws, AwsArgs};
 use bollard::Docker;
 use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
 use clap::Parser;
+use docker::{Engine, registry_auth_header};
 use futures_util::StreamExt;
+use registry::credentials::{self, Found};
+use registry::{Registry, Retry};
 use serde_json::{Value, json};
-use shared::aws::{Aws, AwsArgs};
 use shared::cli::Common;
-use shared::credentials::{self, Found};
-use shared::docker::{Engine, registry_auth_header};
 use shared::error::chain;
 use shared::exit::{self, Code};
-use shared::registry::{Registry, Retry};
 use shared::{Document, Error, Result, info, verbose, warn};
 use tokio::sync::OnceCell;
 

@@ -162,10 +162,10 @@ pub fn run(cli: &Cli) -> Result<Code> {
             .iter()
             .any(|r| matches!(r, Rule::Template(t) if t.contains("{content}")))
     {
-        let context = shared::context::Context::open(
+        let context = context::Context::open(
             &cli.context,
             cli.dockerfile.as_deref(),
-            shared::context::Options::default(),
+            context::Options::default(),
         )?;
         Some(context.hash()?.hash)
     } else {

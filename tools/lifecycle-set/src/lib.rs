@@ -16,13 +16,13 @@ pub mod preview;
 use std::cell::Cell;
 use std::path::PathBuf;
 
+use aws::{Aws, AwsArgs};
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::operation::get_lifecycle_policy::GetLifecyclePolicyError;
 use aws_sdk_ecr::types::{DescribeImagesFilter, ImageIdentifier, ImageStatus, ImageStatusFilter};
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use serde_json::{Value, json};
-use shared::aws::{Aws, AwsArgs};
 use shared::cli::Common;
 use shared::exit::{self, Code};
 use shared::files;

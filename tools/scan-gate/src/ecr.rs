@@ -9,13 +9,13 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use aws::Aws;
 use aws_sdk_ecr::Client;
 use aws_sdk_ecr::operation::describe_image_scan_findings::{
     DescribeImageScanFindingsError, DescribeImageScanFindingsOutput,
 };
 use aws_sdk_ecr::operation::start_image_scan::StartImageScanError;
 use aws_sdk_ecr::types::{ImageIdentifier, ImageScanningConfiguration};
-use shared::aws::Aws;
 use shared::exit;
 use shared::{Error, Result, info, verbose, warn};
 use tokio::time::Instant;

@@ -21,10 +21,10 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aws::{Aws, AwsArgs};
 use chrono::NaiveDate;
 use clap::Parser;
 use serde_json::{Value, json};
-use shared::aws::{Aws, AwsArgs};
 use shared::cli::Common;
 use shared::exit::{self, Code};
 use shared::files;

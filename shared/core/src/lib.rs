@@ -1,14 +1,13 @@
-//! What every imgpipe tool shares: the image document and its JSON I/O, errors and exit codes,
-//! logging, and the clients for AWS, the Docker Engine and container registries.
+//! What every imgpipe tool shares: the command line, the image document and its JSON I/O,
+//! errors and exit codes, logging, local files, and the names of registries, repositories,
+//! tags, digests and media types.
 //!
-//! If two tools need a piece, it lives here, once.
+//! If two tools need a piece, it lives here, once. The clients live beside it, each in its own
+//! crate, so that a tool compiles only what it uses: `imgpipe-aws` (the AWS SDK),
+//! `imgpipe-registry` (the registry client, the Docker config, credentials),
+//! `imgpipe-docker` (the Docker Engine) and `imgpipe-context` (the build context).
 
-pub mod aws;
 pub mod cli;
-pub mod context;
-pub mod credentials;
-pub mod docker;
-pub mod dockerconfig;
 pub mod document;
 pub mod duration;
 pub mod ecr;
@@ -16,12 +15,10 @@ pub mod error;
 pub mod exit;
 pub mod files;
 pub mod generate;
-pub mod iam;
 pub mod io;
 pub mod log;
 pub mod media;
 pub mod names;
-pub mod registry;
 pub mod secret;
 pub mod show;
 

@@ -38,8 +38,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
-use crate::files;
+use shared::error::{Error, Result};
+use shared::files;
 
 /// The `.dockerignore` file name, at the context root.
 pub const IGNORE_FILE: &str = ".dockerignore";
@@ -1513,7 +1513,7 @@ mod tests {
     fn bad_patterns_are_data_errors() {
         for pattern in ["[", "a[", "[]", "[]a]", "[-a]", "[z-a]", "a\\", "[a\\", "!"] {
             let err = Ignore::from_patterns(&[pattern]).expect_err(pattern);
-            assert_eq!(err.code(), crate::exit::DATA, "{pattern}");
+            assert_eq!(err.code(), shared::exit::DATA, "{pattern}");
         }
         let err = Ignore::parse("ok\n[bad\n").expect_err("line 2");
         assert!(err.message().contains("line 2"), "{}", err.message());

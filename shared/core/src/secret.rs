@@ -36,6 +36,15 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A username and password for a registry.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    /// The username (`AWS` for ECR).
+    pub username: String,
+    /// The password or token.
+    pub password: Secret,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

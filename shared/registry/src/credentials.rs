@@ -9,17 +9,19 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::aws::{Aws, AwsArgs};
 use crate::dockerconfig::{DockerConfig, Store};
-use crate::error::{Error, Result};
-use crate::registry::{Credentials, Registry, Retry};
+use aws::{Aws, AwsArgs};
+use shared::error::{Error, Result};
+use shared::secret::Credentials;
+
+use crate::{Registry, Retry};
 
 /// A client for the registry at `host` with the credentials [`lookup`] finds (said with -v),
 /// retrying as `retry` says; and what the lookup found, for callers that need the credentials
 /// again (the Docker Engine's push) or say where they came from.
 pub async fn registry(host: &str, aws: &AwsArgs, retry: Retry) -> Result<(Registry, Found)> {
     let found = lookup(host, aws).await?;
-    crate::verbose!("credentials for {host}: {}", found.source);
+    shared::verbose!("credentials for {host}: {}", found.source);
     let registry = Registry::new(host, found.credentials.clone())?.with_retry(retry);
     Ok((registry, found))
 }
@@ -68,7 +70,7 @@ pub enum Expiry {
 /// Whether `credentials` (an ECR password carries its expiry) have expired at `now`.
 #[must_use]
 pub fn expiry(credentials: &Credentials, now: DateTime<Utc>) -> Expiry {
-    match crate::ecr::password_expiry(&credentials.password) {
+    match shared::ecr::password_expiry(&credentials.password) {
         Some(at) if at <= now => Expiry::Expired(at),
         Some(at) => Expiry::Valid(at),
         None => Expiry::Unknown,
@@ -77,15 +79,15 @@ pub fn expiry(credentials: &Credentials, now: DateTime<Utc>) -> Expiry {
 
 /// The credentials for `host`: stored ones as Docker finds them, else (for an ECR host) a fresh
 /// token from ECR, else none. Stored ECR credentials that have expired are replaced by a fresh
-/// token for an ECR host, and are an error ([`crate::exit::NO_PERM`]) for any other.
+/// token for an ECR host, and are an error ([`shared::exit::NO_PERM`]) for any other.
 ///
-/// `host` is checked first ([`crate::names::check_host`]): nothing is looked up or fetched for
+/// `host` is checked first ([`shared::names::check_host`]): nothing is looked up or fetched for
 /// a name that is not a registry host.
 pub async fn lookup(host: &str, aws: &AwsArgs) -> Result<Found> {
-    crate::names::check_host(host)?;
+    shared::names::check_host(host)?;
     let config = DockerConfig::load()?;
     let stored = config.credentials(host)?;
-    let ecr = crate::ecr::parse_host(host);
+    let ecr = shared::ecr::parse_host(host);
     if let Some(credentials) = stored {
         match expiry(&credentials, Utc::now()) {
             Expiry::Expired(at) if ecr.is_none() => {
@@ -97,7 +99,7 @@ pub async fn lookup(host: &str, aws: &AwsArgs) -> Result<Found> {
                 .with_hint(format!("log in again: ecr-login --registry {host}")));
             }
             Expiry::Expired(at) => {
-                crate::warn!(
+                shared::warn!(
                     "the credentials stored for {host} expired at {}: getting a fresh token from ECR",
                     at.format("%Y-%m-%d %H:%M:%S UTC")
                 );
@@ -121,7 +123,7 @@ pub async fn lookup(host: &str, aws: &AwsArgs) -> Result<Found> {
         args.region = Some(ecr.region.clone());
     }
     let aws = Aws::load(&args).await?;
-    let token = crate::ecr::authorization_token(&aws).await?;
+    let token = aws::ecr::authorization_token(&aws).await?;
     Ok(Found {
         credentials: Some(token.credentials),
         source: Source::Ecr,
@@ -133,7 +135,7 @@ mod tests {
     use base64::Engine as _;
 
     use super::*;
-    use crate::secret::Secret;
+    use shared::secret::Secret;
 
     #[test]
     fn ecr_passwords_carry_their_expiry() {

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bollard::Docker;
 
-use crate::error::{Error, Result, chain};
-use crate::registry::Credentials;
+use shared::error::{Error, Result, chain};
+use shared::secret::Credentials;
 
 /// The daemon address used when `DOCKER_HOST` is unset.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -128,8 +128,8 @@ impl Engine {
     /// value bollard computes.
     #[must_use]
     pub fn with_registry_auth(&self, header: &str) -> Docker {
-        let mut value = reqwest::header::HeaderValue::from_str(header)
-            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("e30="));
+        let mut value = http::HeaderValue::from_str(header)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("e30="));
         value.set_sensitive(true);
         self.client
             .clone()
@@ -149,7 +149,7 @@ mod tests {
     use base64::Engine as _;
 
     use super::*;
-    use crate::secret::Secret;
+    use shared::secret::Secret;
 
     #[test]
     fn registry_auth_is_base64url_with_padding() {

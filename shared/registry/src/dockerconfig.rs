@@ -14,9 +14,9 @@ use std::process::{Command, Stdio};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
-use crate::error::{Error, Result, describe_io};
-use crate::registry::Credentials;
-use crate::secret::Secret;
+use shared::error::{Error, Result, describe_io};
+use shared::secret::Credentials;
+use shared::secret::Secret;
 
 /// The directory of Docker's client configuration: `DOCKER_CONFIG`, else `~/.docker`.
 pub fn config_dir() -> Result<PathBuf> {
@@ -81,7 +81,7 @@ impl DockerConfig {
     /// Reads the configuration at `path`; a missing file is an empty configuration.
     pub fn load_from(path: &Path) -> Result<Self> {
         let root =
-            match crate::files::read_if_exists(path, crate::files::TEXT_LIMIT, "Docker config") {
+            match shared::files::read_if_exists(path, shared::files::TEXT_LIMIT, "Docker config") {
                 Ok(None) => Map::new(),
                 Ok(Some(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => Map::new(),
                 Ok(Some(bytes)) => match serde_json::from_slice::<Value>(&bytes) {
@@ -257,7 +257,7 @@ impl DockerConfig {
             .map_err(|e| Error::internal(format!("encoding the Docker config: {e}")))?;
         text.push(b'\n');
         // Every save happens under the config's lock (see ConfigLock).
-        crate::files::write_secret_locked(&self.path, &text)
+        shared::files::write_secret_locked(&self.path, &text)
     }
 }
 
@@ -373,7 +373,7 @@ fn run_helper(name: &str, action: &str, input: &[u8]) -> Result<HelperAnswer> {
     let output = child.wait_with_output().map_err(|e| {
         Error::config(format!(
             "running {program}: {}",
-            crate::error::describe_io(&e)
+            shared::error::describe_io(&e)
         ))
     })?;
     Ok(HelperAnswer {
@@ -536,7 +536,7 @@ mod tests {
         ] {
             let (_dir, c) = config(text);
             let err = c.unwrap_err();
-            assert_eq!(err.code(), crate::exit::CONFIG);
+            assert_eq!(err.code(), shared::exit::CONFIG);
             assert!(
                 err.message().contains("cannot be parsed"),
                 "{}",

@@ -13,7 +13,7 @@
 //! (401, 403) fail at once.
 //!
 //! A registry is outside input, so the client bounds what it takes from one. The host is
-//! checked before any request ([`crate::names::check_host`]). An ECR registry is only ever
+//! checked before any request ([`shared::names::check_host`]). An ECR registry is only ever
 //! answered with Basic authentication, as ECR itself asks: a Bearer challenge from it, whose
 //! realm could be any host, gets no ECR token. Other credentials go to a token realm only over
 //! HTTPS (plain HTTP only for a loopback registry) and only to a valid host. Bodies are read up
@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LINK, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 
-use crate::error::{Error, Result, chain};
-use crate::exit;
-use crate::secret::Secret;
+use shared::error::{Error, Result, chain};
+use shared::exit;
+use shared::secret::Credentials;
 
 /// The largest manifest read or stored: distribution refuses larger ones too.
 pub const MANIFEST_LIMIT: usize = 4 << 20;
@@ -43,15 +43,6 @@ const TOKEN_LIMIT: usize = 1 << 20;
 const ERROR_BODY_LIMIT: usize = 64 << 10;
 /// The longest a single request may take when no deadline is nearer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A username and password for a registry.
-#[derive(Clone, Debug)]
-pub struct Credentials {
-    /// The username (`AWS` for ECR).
-    pub username: String,
-    /// The password or token.
-    pub password: Secret,
-}
 
 /// Whether `host` (with or without a port) is a loopback address the Docker Engine treats as
 /// an insecure registry.
@@ -153,7 +144,7 @@ impl Challenge {
     }
 }
 
-pub use crate::media::MANIFEST_TYPES;
+pub use shared::media::MANIFEST_TYPES;
 
 /// A manifest as the registry serves it.
 #[derive(Clone, Debug)]
@@ -184,7 +175,7 @@ impl Manifest {
 #[must_use]
 pub fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    format!("sha256:{}", crate::hex(&sha2::Sha256::digest(bytes)))
+    format!("sha256:{}", shared::hex(&sha2::Sha256::digest(bytes)))
 }
 
 /// How often and how long a request (or a push) is tried again after a transient fault:
@@ -288,9 +279,9 @@ impl Retry {
                 }
                 return Err(last);
             }
-            crate::warn!(
+            shared::warn!(
                 "{what}: {}; retrying in {:.1} s (attempt {} of {attempts})",
-                crate::cli::one_line(err.message()),
+                shared::cli::one_line(err.message()),
                 delay.as_secs_f64(),
                 attempt + 1
             );
@@ -328,9 +319,9 @@ type Body<'a> = Option<(&'a str, &'a [u8])>;
 impl Registry {
     /// A client for the registry at `host` (`123456789012.dkr.ecr.us-east-1.amazonaws.com`,
     /// `127.0.0.1:5000`), retrying transient faults as [`Retry::default`] says.
-    /// A host that is not valid ([`crate::names::check_host`]) is bad input.
+    /// A host that is not valid ([`shared::names::check_host`]) is bad input.
     pub fn new(host: &str, credentials: Option<Credentials>) -> Result<Self> {
-        crate::names::check_host(host)?;
+        shared::names::check_host(host)?;
         let scheme = if is_loopback(host) { "http" } else { "https" };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -777,7 +768,7 @@ impl Registry {
                 "registry {} asked for a Bearer token from '{}'; ECR registries use Basic \
                  authentication, so the ECR token was not sent",
                 self.host,
-                crate::names::quote(challenge.param("realm").unwrap_or_default())
+                shared::names::quote(challenge.param("realm").unwrap_or_default())
             ))
             .with_hint("check that the registry host really is ECR's (DNS, proxies, /etc/hosts)"));
         }
@@ -851,7 +842,7 @@ impl Registry {
             Error::unavailable(format!(
                 "registry {} named a token realm '{}' that {why}: the credentials were not sent",
                 self.host,
-                crate::names::quote(realm)
+                shared::names::quote(realm)
             ))
         };
         let url = reqwest::Url::parse(realm).map_err(|_| bad("is not a URL"))?;
@@ -869,7 +860,7 @@ impl Registry {
             (Some(host), None) => host.to_owned(),
             (None, _) => return Err(bad("names no host")),
         };
-        if crate::names::check_host(&authority).is_err() {
+        if shared::names::check_host(&authority).is_err() {
             return Err(bad("names no valid host"));
         }
         Ok(url)
@@ -968,15 +959,15 @@ fn content_digest(response: &reqwest::Response) -> Option<String> {
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|d| crate::names::check_digest(d).is_ok())
+        .filter(|d| shared::names::check_digest(d).is_ok())
         .map(str::to_owned)
 }
 
 /// Whether `credentials` for `host` are ECR's: the host is an ECR registry, or the password is
 /// an ECR token (it carries ECR's expiry). These are sent with Basic authentication only.
 fn is_ecr_credentials(host: &str, credentials: &Credentials) -> bool {
-    crate::ecr::parse_host(host).is_some()
-        || crate::ecr::password_expiry(&credentials.password).is_some()
+    shared::ecr::parse_host(host).is_some()
+        || shared::ecr::password_expiry(&credentials.password).is_some()
 }
 
 fn refused(host: &str, credentials: &Credentials) -> Error {
@@ -1014,7 +1005,7 @@ pub fn registry_said(body: &[u8]) -> Option<String> {
     if parts.is_empty() {
         None
     } else {
-        Some(crate::cli::one_line(&parts.join("; ")))
+        Some(shared::cli::one_line(&parts.join("; ")))
     }
 }
 

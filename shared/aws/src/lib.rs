@@ -13,7 +13,11 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_ecr::config::{ProvideCredentials, Region};
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
 
-use crate::error::{Error, Result, chain};
+pub use shared::ecr::is_region_name;
+use shared::error::{Error, Result, chain};
+
+pub mod ecr;
+pub mod iam;
 
 /// The AWS flags of the tools that call AWS.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -40,21 +44,6 @@ pub struct Aws {
     endpoint: String,
 }
 
-/// Whether `region` looks like an AWS region name (`us-east-1`, `us-gov-west-1`, `cn-north-1`).
-#[must_use]
-pub fn is_region_name(region: &str) -> bool {
-    let parts: Vec<&str> = region.split('-').collect();
-    parts.len() >= 3
-        && parts[0].len() == 2
-        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
-        && parts[1..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1]
-            .parse::<u16>()
-            .is_ok_and(|n| n > 0 && !parts[parts.len() - 1].starts_with('0'))
-}
-
 /// Refuses a named profile that neither shared file defines, as aws-cli does, even when
 /// credentials come from the environment: a typo in `--profile` must not go unnoticed and act
 /// with other credentials. `default` may be absent (aws-cli allows that too).
@@ -74,7 +63,7 @@ fn check_profile_exists(name: &str) -> Result<()> {
     let defines = |path: &Option<std::path::PathBuf>, in_config: bool| -> Result<bool> {
         let Some(path) = path else { return Ok(false) };
         let Some(bytes) =
-            crate::files::read_if_exists(path, crate::files::TEXT_LIMIT, "AWS shared file")
+            shared::files::read_if_exists(path, shared::files::TEXT_LIMIT, "AWS shared file")
                 .map_err(|e| Error::config(e.message().to_owned()))?
         else {
             return Ok(false);
@@ -460,7 +449,7 @@ mod tests {
             "us-east-1",
             &err,
         );
-        assert_eq!(error.code(), crate::exit::NO_PERM);
+        assert_eq!(error.code(), shared::exit::NO_PERM);
         assert!(error.message().contains("ExpiredTokenException"));
         assert!(error.hint().unwrap().contains("expired"));
     }

@@ -4,9 +4,6 @@
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
-use crate::aws::Aws;
-use crate::error::{Error, Result};
-use crate::registry::Credentials;
 use crate::secret::Secret;
 
 /// What an ECR registry host name tells.
@@ -60,7 +57,7 @@ pub fn parse_host(host: &str) -> Option<EcrHost> {
     if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    if !crate::aws::is_region_name(region) {
+    if !is_region_name(region) {
         return None;
     }
     Some(EcrHost {
@@ -72,66 +69,19 @@ pub fn parse_host(host: &str) -> Option<EcrHost> {
     })
 }
 
-/// Registry credentials from GetAuthorizationToken.
-#[derive(Clone, Debug)]
-pub struct Token {
-    /// `AWS` and the token's password.
-    pub credentials: Credentials,
-    /// When the token stops working.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// The registry the token was issued for (`123456789012.dkr.ecr.us-east-1.amazonaws.com`).
-    pub registry: String,
-}
-
-/// Calls GetAuthorizationToken once, without the deprecated registry ids: the token works for
-/// every registry the caller may reach in that region.
-pub async fn authorization_token(aws: &Aws) -> Result<Token> {
-    let output = aws
-        .ecr()
-        .get_authorization_token()
-        .send()
-        .await
-        .map_err(|e| aws.error("getting an ECR authorization token", &e))?;
-    let data = output.authorization_data().first().ok_or_else(|| {
-        Error::unavailable(format!(
-            "the ECR API at {} answered GetAuthorizationToken without a token",
-            aws.endpoint()
-        ))
-    })?;
-    let encoded = data.authorization_token().unwrap_or_default();
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok());
-    let Some((username, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
-        return Err(Error::unavailable(format!(
-            "the ECR API at {} returned an authorization token that is not base64 of user:password",
-            aws.endpoint()
-        )));
-    };
-    let expires_at = data
-        .expires_at()
-        .and_then(|t| DateTime::<Utc>::from_timestamp(t.secs(), t.subsec_nanos()));
-    let registry = match data.proxy_endpoint() {
-        Some(endpoint) => crate::names::host_of_address(endpoint)
-            .map_err(|e| {
-                Error::unavailable(format!(
-                    "the ECR API at {} returned a proxy endpoint that is not a registry: {}",
-                    aws.endpoint(),
-                    e.message()
-                ))
-            })?
-            .to_owned(),
-        None => String::new(),
-    };
-    Ok(Token {
-        credentials: Credentials {
-            username: username.to_owned(),
-            password: Secret::new(password),
-        },
-        expires_at,
-        registry,
-    })
+/// Whether `region` looks like an AWS region name (`us-east-1`, `us-gov-west-1`, `cn-north-1`).
+#[must_use]
+pub fn is_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts[1..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1]
+            .parse::<u16>()
+            .is_ok_and(|n| n > 0 && !parts[parts.len() - 1].starts_with('0'))
 }
 
 /// The expiry written inside an ECR registry password (base64 JSON with an `expiration` in
