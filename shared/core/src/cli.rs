@@ -144,13 +144,43 @@ fn install_panic_hook() {
     }));
 }
 
-/// Runs `step` on each input document and writes each result to stdout, flushed at once.
+/// What a step gives back: its document, and its answer ([`exit::SUCCESS`], or [`exit::NO`]
+/// when a gate failed or `--check` found a difference). A plain [`Document`] is a yes.
+#[derive(Debug)]
+pub struct Answer {
+    /// The document to write.
+    pub doc: Document,
+    /// The step's answer.
+    pub code: Code,
+}
+
+impl Answer {
+    /// The document, with the answer no ([`exit::NO`]) when `no` holds.
+    #[must_use]
+    pub fn no_if(no: bool, doc: Document) -> Self {
+        let code = if no { exit::NO } else { exit::SUCCESS };
+        Self { doc, code }
+    }
+}
+
+impl From<Document> for Answer {
+    fn from(doc: Document) -> Self {
+        Self {
+            doc,
+            code: exit::SUCCESS,
+        }
+    }
+}
+
+/// Runs `step` on each input document and writes each result to stdout, flushed at once, and
+/// returns the answer: no ([`exit::NO`]) if any step said no, as ripgrep's "no match".
 ///
 /// With no input, `step` runs once on an empty document. The first error stops the run: records
 /// already written stay written, and nothing is written for the failing one.
-pub async fn pipeline<F>(common: &Common, step: F) -> Result<Code>
+pub async fn pipeline<F, R>(common: &Common, step: F) -> Result<Code>
 where
-    F: AsyncFnMut(Document) -> Result<Document>,
+    F: AsyncFnMut(Document) -> Result<R>,
+    R: Into<Answer>,
 {
     pipeline_over(common, common.no_input, "", &[], step).await
 }
@@ -159,7 +189,7 @@ where
 /// (`--repository a --repository b`): each input document is handed to `step` once per value,
 /// with `field` set to that value, and each result is written. Without values, as [`pipeline`].
 /// `no_input` says whether stdin holds documents (a tool may read something else from it).
-pub async fn pipeline_over<F>(
+pub async fn pipeline_over<F, R>(
     common: &Common,
     no_input: bool,
     field: &str,
@@ -167,18 +197,31 @@ pub async fn pipeline_over<F>(
     mut step: F,
 ) -> Result<Code>
 where
-    F: AsyncFnMut(Document) -> Result<Document>,
+    F: AsyncFnMut(Document) -> Result<R>,
+    R: Into<Answer>,
 {
     let mut output = Output::new(std::io::stdout().lock(), common.field.clone());
+    let mut answer = exit::SUCCESS;
     let mut run = async |doc: Document, output: &mut Output<_>| -> Result<()> {
         output.check(&doc)?;
-        if values.is_empty() {
-            return output.write(step(doc).await?);
-        }
-        for value in values {
-            let mut one = doc.clone();
-            one.set(field, value.as_str());
-            output.write(step(one).await?)?;
+        let docs = if values.is_empty() {
+            vec![doc]
+        } else {
+            values
+                .iter()
+                .map(|value| {
+                    let mut one = doc.clone();
+                    one.set(field, value.as_str());
+                    one
+                })
+                .collect()
+        };
+        for one in docs {
+            let Answer { doc, code } = step(one).await?.into();
+            if code != exit::SUCCESS {
+                answer = code;
+            }
+            output.write(doc)?;
         }
         Ok(())
     };
@@ -192,7 +235,7 @@ where
     if seen == 0 {
         run(Document::new(), &mut output).await?;
     }
-    Ok(exit::SUCCESS)
+    Ok(answer)
 }
 
 /// A single-threaded async runtime for a tool's work: the tools do one thing at a time, and a

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use clap::Parser;
 use registry::dockerconfig::{ConfigLock, DockerConfig};
 use serde_json::{Value, json};
-use shared::cli::Common;
+use shared::cli::{Answer, Common};
 use shared::ecr;
 use shared::exit::{self, Code};
 use shared::{Document, Error, Result, info, warn};
@@ -128,17 +128,15 @@ pub fn run(cli: &Cli) -> Result<Code> {
     shared::cli::runtime()?.block_on(async {
         if cli.check || cli.logout {
             // Neither needs AWS: they look at what is stored.
-            let mut verdict = exit::SUCCESS;
-            let code = shared::cli::pipeline(&cli.common, |doc| {
+            return shared::cli::pipeline(&cli.common, |doc| {
                 let result = if cli.check {
-                    check(cli, doc, &mut verdict)
+                    check(cli, doc)
                 } else {
-                    logout(cli, doc)
+                    logout(cli, doc).map(Answer::from)
                 };
                 std::future::ready(result)
             })
-            .await?;
-            return Ok(if code == exit::SUCCESS { verdict } else { code });
+            .await;
         }
         let aws = Aws::load(&cli.aws).await?;
         let mut tokens = Tokens::default();
@@ -258,12 +256,13 @@ fn require_registries(cli: &Cli, doc: &Document, action: &str) -> Result<Vec<Str
     Ok(hosts)
 }
 
-fn check(cli: &Cli, mut doc: Document, verdict: &mut Code) -> Result<Document> {
+fn check(cli: &Cli, mut doc: Document) -> Result<Answer> {
     let hosts = require_registries(cli, &doc, "check")?;
     let path = DockerConfig::default_path()?;
     let config = DockerConfig::load_from(&path)?;
     let now = Utc::now();
     let mut results = Vec::new();
+    let mut all_ok = true;
     for host in &hosts {
         let stored = config.credentials(host)?;
         let expires_at = stored.as_ref().and_then(|c| {
@@ -294,7 +293,7 @@ fn check(cli: &Cli, mut doc: Document, verdict: &mut Code) -> Result<Document> {
             info!("{reason}");
         } else {
             warn!("{reason}");
-            *verdict = exit::NO;
+            all_ok = false;
         }
         results.push(json!({
             "registry": host,
@@ -306,7 +305,7 @@ fn check(cli: &Cli, mut doc: Document, verdict: &mut Code) -> Result<Document> {
     }
     doc.set("registry", hosts[0].as_str());
     doc.set("login", json!({ "check": results }));
-    Ok(doc)
+    Ok(Answer::no_if(!all_ok, doc))
 }
 
 fn logout(cli: &Cli, mut doc: Document) -> Result<Document> {

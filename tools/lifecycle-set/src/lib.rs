@@ -13,7 +13,6 @@ pub mod build;
 pub mod policy;
 pub mod preview;
 
-use std::cell::Cell;
 use std::path::PathBuf;
 
 use aws::{Aws, AwsArgs};
@@ -23,7 +22,7 @@ use aws_sdk_ecr::types::{DescribeImagesFilter, ImageIdentifier, ImageStatus, Ima
 use chrono::{DateTime, Utc};
 use clap::Parser;
 use serde_json::{Value, json};
-use shared::cli::Common;
+use shared::cli::{Answer, Common};
 use shared::exit::{self, Code};
 use shared::files;
 use shared::{Document, Error, Result, info, verbose, warn};
@@ -230,7 +229,6 @@ pub fn run(cli: &Cli) -> Result<Code> {
     for warning in preview::static_warnings(&policy) {
         warn!("{warning}");
     }
-    let differs = Cell::new(false);
     let no_input = cli.common.no_input || cli.policy_from_stdin();
     shared::cli::runtime()?.block_on(async {
         let offline = cli.dry_run || (cli.preview && images.is_some());
@@ -252,17 +250,11 @@ pub fn run(cli: &Cli) -> Result<Code> {
                     images: images.as_deref(),
                     aws: aws.as_ref(),
                     ecr: ecr.as_ref(),
-                    differs: &differs,
                 };
                 async move { job.process(doc).await }
             },
         )
         .await
-    })?;
-    Ok(if differs.get() {
-        exit::NO
-    } else {
-        exit::SUCCESS
     })
 }
 
@@ -272,7 +264,6 @@ struct Job<'a> {
     images: Option<&'a [Image]>,
     aws: Option<&'a Aws>,
     ecr: Option<&'a Client>,
-    differs: &'a Cell<bool>,
 }
 
 impl Job<'_> {
@@ -282,7 +273,7 @@ impl Job<'_> {
             .ok_or_else(|| Error::internal("AWS is needed but was not set up"))
     }
 
-    async fn process(&self, mut doc: Document) -> Result<Document> {
+    async fn process(&self, mut doc: Document) -> Result<Answer> {
         let name = doc.str("repository").map(str::to_owned);
         if let Some(name) = &name {
             shared::names::check_repository(name)?;
@@ -298,14 +289,14 @@ impl Job<'_> {
                 self.policy.text().chars().count()
             );
             doc.set("lifecycle", Value::Object(result));
-            return Ok(doc);
+            return Ok(doc.into());
         }
         if self.cli.preview {
             let value = self.preview(name.as_deref()).await?;
             result.insert("preview".into(), value.0);
             result.insert("warnings".into(), json!(value.1));
             doc.set("lifecycle", Value::Object(result));
-            return Ok(doc);
+            return Ok(doc.into());
         }
         let name = name.ok_or_else(|| {
             Error::data("no repository named")
@@ -331,7 +322,6 @@ impl Job<'_> {
         if !has_changes {
             info!("lifecycle policy of {name} is up to date");
         } else if self.cli.check {
-            self.differs.set(true);
             info!(
                 "lifecycle policy of {name} differs from the wanted one ({} changes)",
                 changes.len()
@@ -354,7 +344,8 @@ impl Job<'_> {
         result.insert("written".into(), json!(written));
         result.insert("changes".into(), json!(changes));
         doc.set("lifecycle", Value::Object(result));
-        Ok(doc)
+        // --check says no when the policy differs.
+        Ok(Answer::no_if(self.cli.check && has_changes, doc))
     }
 
     /// The repository's current policy: `None` when it has none.

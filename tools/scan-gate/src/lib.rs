@@ -25,7 +25,7 @@ use aws::{Aws, AwsArgs};
 use chrono::NaiveDate;
 use clap::Parser;
 use serde_json::{Value, json};
-use shared::cli::Common;
+use shared::cli::{Answer, Common};
 use shared::exit::{self, Code};
 use shared::files;
 use shared::{Document, Error, Result, info, warn};
@@ -226,7 +226,6 @@ struct Gated {
 
 struct State {
     gated: Vec<Gated>,
-    failed: bool,
 }
 
 struct Context<'a> {
@@ -299,16 +298,9 @@ pub fn run(cli: &Cli) -> Result<Code> {
             offline,
             aws,
             today: chrono::Utc::now().date_naive(),
-            state: RefCell::new(State {
-                gated: Vec::new(),
-                failed: false,
-            }),
+            state: RefCell::new(State { gated: Vec::new() }),
         };
-        let code = shared::cli::pipeline(&common, |doc| gate(&context, doc)).await?;
-        if context.state.borrow().failed {
-            return Ok(exit::NO);
-        }
-        Ok(code)
+        shared::cli::pipeline(&common, |doc| gate(&context, doc)).await
     })
 }
 
@@ -350,16 +342,16 @@ fn target(cli: &Cli, doc: &Document) -> Result<Target> {
     })
 }
 
-async fn gate(ctx: &Context<'_>, mut doc: Document) -> Result<Document> {
+async fn gate(ctx: &Context<'_>, mut doc: Document) -> Result<Answer> {
     let cli = ctx.cli;
-    let scan = match (&ctx.offline, &ctx.aws) {
+    let (scan, passed) = match (&ctx.offline, &ctx.aws) {
         (Some(report), _) => {
             let repository = cli
                 .repository
                 .clone()
                 .or_else(|| doc.str("repository").map(ToOwned::to_owned));
             let name = repository.clone().unwrap_or_else(|| "image".into());
-            judge(ctx, report, name, repository.as_deref(), "file")?.0
+            judge(ctx, report, name, repository.as_deref(), "file")?
         }
         (None, Some((aws, ecr))) => {
             let target = target(cli, &doc)?;
@@ -386,13 +378,14 @@ async fn gate(ctx: &Context<'_>, mut doc: Document) -> Result<Document> {
                     passed &= ok;
                     images.push(scan);
                 }
-                json!({
+                let scan = json!({
                     "image": target.display(),
                     "multi_platform": true,
                     "passed": passed,
                     "verdict": if passed { "pass" } else { "fail" },
                     "platforms": images,
-                })
+                });
+                (scan, passed)
             } else {
                 let report = wait(ctx, aws, ecr, &target).await?;
                 judge(
@@ -402,13 +395,12 @@ async fn gate(ctx: &Context<'_>, mut doc: Document) -> Result<Document> {
                     Some(&target.repository),
                     "ecr",
                 )?
-                .0
             }
         }
         (None, None) => return Err(Error::internal("no findings source")),
     };
     doc.set("scan", scan);
-    Ok(doc)
+    Ok(Answer::no_if(!passed, doc))
 }
 
 /// Waits for the scan of one image; a failure is recorded in the report before it is returned.
@@ -435,7 +427,6 @@ async fn wait(
                     evaluation: empty(ctx),
                     error: Some(err.to_string()),
                 },
-                false,
             )?;
             Err(err)
         }
@@ -468,7 +459,6 @@ fn judge(
                 evaluation: empty(ctx),
                 error: Some(err.to_string()),
             },
-            false,
         )?;
         return Err(err);
     }
@@ -489,7 +479,6 @@ fn judge(
             evaluation,
             error: None,
         },
-        !passed,
     )?;
     Ok((scan, passed))
 }
@@ -500,9 +489,8 @@ fn empty(ctx: &Context<'_>) -> Evaluation {
 
 /// Keeps the outcome and rewrites the JUnit file with every image so far, so the report is
 /// complete whenever the tool stops.
-fn record(ctx: &Context<'_>, gated: Gated, failed: bool) -> Result<()> {
+fn record(ctx: &Context<'_>, gated: Gated) -> Result<()> {
     let mut state = ctx.state.borrow_mut();
-    state.failed |= failed;
     state.gated.push(gated);
     let Some(path) = &ctx.cli.junit else {
         return Ok(());
