@@ -1,0 +1,211 @@
+//! The context as a tar stream and as a content hash, in one walk.
+
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+
+use sha2::{Digest, Sha256};
+use shared::error::{Error, Result};
+
+use crate::{Context, Entry, IGNORE_FILE, Kind, Summary, changed, display_path};
+
+impl Context {
+    /// Writes the context as a tar to `out`, streaming file contents, and returns what was sent
+    /// with its content hash (the same as [`Context::hash`]).
+    pub fn write_tar<W: Write>(&self, out: W) -> Result<Summary> {
+        let mut builder = tar::Builder::new(out);
+        builder.mode(tar::HeaderMode::Complete);
+        let mut hasher = ContentHasher::new();
+        let writing = |e: &io::Error| Error::write_io("writing the build context", e);
+        self.walk(|entry| {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(entry.mode);
+            header.set_uid(0);
+            header.set_gid(0);
+            let mtime = match self.options.mtime {
+                Some(fixed) => fixed,
+                None => u64::try_from(entry.mtime).unwrap_or(0),
+            };
+            header.set_mtime(mtime);
+            hasher.begin(entry);
+            match &entry.kind {
+                Kind::File(_) => {
+                    let mut source = self.open_entry(entry)?;
+                    let size = self.content_len(entry);
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(size);
+                    let mut reader = HashingReader {
+                        inner: (&mut source).take(size),
+                        hasher: &mut hasher,
+                        read: 0,
+                    };
+                    builder
+                        .append_data(&mut header, &entry.rel, &mut reader)
+                        .map_err(|e| writing(&e))?;
+                    if reader.read != size {
+                        return Err(changed(entry));
+                    }
+                    hasher.end_file(size);
+                }
+                Kind::Dir => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    builder
+                        .append_data(&mut header, &entry.rel, io::empty())
+                        .map_err(|e| writing(&e))?;
+                }
+                Kind::Symlink(target) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_size(0);
+                    builder
+                        .append_link(&mut header, &entry.rel, target)
+                        .map_err(|e| writing(&e))?;
+                }
+                Kind::HardLink(first) => {
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    builder
+                        .append_link(&mut header, &entry.rel, first)
+                        .map_err(|e| writing(&e))?;
+                }
+                Kind::Fifo | Kind::CharDevice(..) | Kind::BlockDevice(..) => {
+                    let (kind, (major, minor)) = match entry.kind {
+                        Kind::CharDevice(a, b) => (tar::EntryType::Char, (a, b)),
+                        Kind::BlockDevice(a, b) => (tar::EntryType::Block, (a, b)),
+                        _ => (tar::EntryType::Fifo, (0, 0)),
+                    };
+                    header.set_entry_type(kind);
+                    header.set_size(0);
+                    header
+                        .set_device_major(major)
+                        .and_then(|()| header.set_device_minor(minor))
+                        .map_err(|e| writing(&e))?;
+                    builder
+                        .append_data(&mut header, &entry.rel, io::empty())
+                        .map_err(|e| writing(&e))?;
+                }
+            }
+            Ok(())
+        })?;
+        builder
+            .into_inner()
+            .and_then(|mut w| w.flush())
+            .map_err(|e| writing(&e))?;
+        Ok(hasher.finish())
+    }
+
+    pub(crate) fn content_len(&self, entry: &Entry) -> u64 {
+        if entry.name == IGNORE_FILE
+            && let Some(text) = self.ignore_contents()
+        {
+            return text.len() as u64;
+        }
+        match entry.kind {
+            Kind::File(n) => n,
+            _ => 0,
+        }
+    }
+
+    /// Reads the context as [`Context::write_tar`] would send it and returns its summary and
+    /// content hash, without writing a tar.
+    pub fn hash(&self) -> Result<Summary> {
+        let mut hasher = ContentHasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        self.walk(|entry| {
+            hasher.begin(entry);
+            if let Kind::File(_) = entry.kind {
+                let size = self.content_len(entry);
+                let mut source = self.open_entry(entry)?.take(size);
+                let mut read = 0u64;
+                loop {
+                    let n = source.read(&mut buf).map_err(|e| {
+                        Error::read_io(format!("reading {}", display_path(entry)), &e)
+                    })?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.content(&buf[..n]);
+                    read += n as u64;
+                }
+                if read != size {
+                    return Err(changed(entry));
+                }
+                hasher.end_file(size);
+            }
+            Ok(())
+        })?;
+        Ok(hasher.finish())
+    }
+}
+
+/// The content hash: for each entry in order, a record of its kind, name, mode and link target
+/// or size, then a regular file's bytes. Fields are length-prefixed so no two contexts share a
+/// byte stream.
+struct ContentHasher {
+    sha: Sha256,
+    summary: Summary,
+}
+
+impl ContentHasher {
+    fn new() -> Self {
+        let mut sha = Sha256::new();
+        sha.update(b"imgpipe-context-v1\0");
+        Self {
+            sha,
+            summary: Summary::default(),
+        }
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.sha.update((bytes.len() as u64).to_le_bytes());
+        self.sha.update(bytes);
+    }
+
+    fn begin(&mut self, entry: &Entry) {
+        self.summary.entries += 1;
+        let (tag, extra): (&[u8], Vec<u8>) = match &entry.kind {
+            Kind::Dir => (b"d", Vec::new()),
+            Kind::File(_) => (b"f", Vec::new()),
+            Kind::Symlink(t) => (b"l", t.as_os_str().as_bytes().to_vec()),
+            Kind::HardLink(t) => (b"h", t.as_bytes().to_vec()),
+            Kind::Fifo => (b"p", Vec::new()),
+            Kind::CharDevice(a, b) => (b"c", format!("{a}:{b}").into_bytes()),
+            Kind::BlockDevice(a, b) => (b"b", format!("{a}:{b}").into_bytes()),
+        };
+        self.field(tag);
+        self.field(entry.rel.as_os_str().as_bytes());
+        self.field(&entry.mode.to_le_bytes());
+        self.field(&extra);
+    }
+
+    fn content(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+    }
+
+    fn end_file(&mut self, size: u64) {
+        // The size after the content keeps the stream unambiguous without knowing it up front.
+        self.sha.update(size.to_le_bytes());
+        self.summary.files += 1;
+        self.summary.bytes += size;
+    }
+
+    fn finish(self) -> Summary {
+        let mut summary = self.summary;
+        summary.hash = format!("sha256:{}", shared::hex(&self.sha.finalize()));
+        summary
+    }
+}
+
+struct HashingReader<'h, R> {
+    inner: R,
+    hasher: &'h mut ContentHasher,
+    read: u64,
+}
+
+impl<R: Read> Read for HashingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.content(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
