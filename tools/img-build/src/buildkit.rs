@@ -19,7 +19,8 @@ use std::collections::{HashMap, VecDeque};
 
 use bollard::moby::buildkit::v1::StatusResponse;
 
-use crate::{LAST_LINES, plain};
+use crate::LAST_LINES;
+use crate::stream::plain;
 
 /// What is known about one vertex (one step or internal operation of the build).
 #[derive(Debug, Default)]

@@ -1,0 +1,256 @@
+//! The Engine's build output: steps and progress for people, errors in words.
+
+use bollard::models::{BuildInfoAux, ImageId};
+use context::{Context, Summary};
+use docker::Engine;
+use futures_util::StreamExt;
+use shared::error::chain;
+use shared::{Error, Result, info, warn};
+
+use crate::CHUNK;
+use crate::LAST_LINES;
+use crate::body::ChunkWriter;
+use crate::buildkit;
+
+/// What the build output said, step by step.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub(crate) partial: String,
+    /// The current step's header (`Step 3/5 : RUN make`).
+    pub step: Option<String>,
+    /// The last output lines of the current step.
+    pub last: std::collections::VecDeque<String>,
+    /// Steps started.
+    pub steps: u64,
+    /// Steps answered from the cache.
+    pub cached: u64,
+}
+
+impl Progress {
+    /// Takes a piece of the `stream` output; returns the complete lines, cleaned for a log.
+    pub fn feed(&mut self, text: &str) -> Vec<String> {
+        self.partial.push_str(text);
+        let mut lines = Vec::new();
+        while let Some(end) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=end).collect();
+            let line = plain(line.trim_end_matches(['\n', '\r']));
+            self.line(&line);
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// The rest of a last line that ended without a newline.
+    pub fn finish(&mut self) -> Option<String> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        let line = plain(&std::mem::take(&mut self.partial));
+        self.line(&line);
+        Some(line)
+    }
+
+    pub(crate) fn line(&mut self, line: &str) {
+        if line.starts_with("Step ") && line.contains(" : ") {
+            self.step = Some(line.to_owned());
+            self.steps += 1;
+            self.last.clear();
+            return;
+        }
+        if line.trim() == "---> Using cache" {
+            self.cached += 1;
+        }
+        if self.last.len() == LAST_LINES {
+            self.last.pop_front();
+        }
+        self.last.push_back(line.to_owned());
+    }
+}
+
+/// A line without terminal control sequences: carriage-return rewrites keep their last state,
+/// escape sequences and other control characters go.
+#[must_use]
+pub fn plain(line: &str) -> String {
+    let line = line
+        .rsplit('\r')
+        .find(|part| !part.is_empty())
+        .unwrap_or("");
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for next in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&next) {
+                        break;
+                    }
+                }
+            } else {
+                chars.next();
+            }
+        } else if c == '\t' || !c.is_control() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Sends the context and follows the build's output; returns the image id, what the output
+/// said, and what was sent.
+pub(crate) async fn stream_build(
+    engine: &Engine,
+    ctx: &Context,
+    options: bollard::query_parameters::BuildImageOptions,
+) -> Result<(String, Progress, Summary)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let writer_ctx = ctx.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        writer_ctx.write_tar(&mut out)
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+
+    let mut stream = engine
+        .client
+        .build_image(options, None, Some(bollard::body_try_stream(body)));
+    let mut progress = Progress::default();
+    let mut trace = buildkit::Trace::default();
+    let mut image_id: Option<String> = None;
+    let mut failure: Option<Error> = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(text) = &info.stream {
+                    for line in progress.feed(text) {
+                        info!("{line}");
+                    }
+                }
+                match &info.aux {
+                    Some(BuildInfoAux::Default(ImageId { id: Some(id) })) => {
+                        image_id = Some(id.clone());
+                    }
+                    Some(BuildInfoAux::BuildKit(status)) => {
+                        for line in trace.feed(status) {
+                            info!("{line}");
+                        }
+                    }
+                    _ => {}
+                }
+                let message = info.error_detail.as_ref().and_then(|d| d.message.clone());
+                if let Some(message) = message {
+                    failure = Some(step_failed(&mut progress, &trace, &message));
+                    break;
+                }
+            }
+            // The daemon's report of a failed step arrives as a stream error.
+            Err(bollard::errors::Error::DockerStreamError { error }) => {
+                failure = Some(step_failed(&mut progress, &trace, &error));
+                break;
+            }
+            Err(e) => {
+                failure = Some(request_failed(engine, &e));
+                break;
+            }
+        }
+    }
+    if let Some(line) = progress.finish() {
+        info!("{line}");
+    }
+    drop(stream);
+    let sent = match writer.await {
+        Ok(result) => result,
+        Err(e) => Err(Error::internal(format!(
+            "the build context writer stopped: {e}"
+        ))),
+    };
+    // A context that could not be read is the cause of whatever the daemon said after it.
+    let summary = match (sent, failure) {
+        (Err(e), _) if !e.is_broken_pipe() => return Err(e),
+        (_, Some(failure)) => return Err(failure),
+        (Err(_), None) => {
+            return Err(Error::unavailable(format!(
+                "the Docker daemon at {} stopped reading the build context",
+                engine.host
+            ))
+            .with_hint("see the daemon's log; retry the build"));
+        }
+        (Ok(summary), None) => summary,
+    };
+    let Some(image_id) = image_id else {
+        return Err(Error::internal(
+            "the build ended without an image id from the daemon",
+        ));
+    };
+
+    if trace.steps > 0 {
+        progress.steps = trace.steps;
+        progress.cached = trace.cached;
+    }
+    Ok((image_id, progress, summary))
+}
+
+pub(crate) fn step_failed(
+    progress: &mut Progress,
+    trace: &buildkit::Trace,
+    message: &str,
+) -> Error {
+    let message = shared::cli::one_line(message);
+    if let Some(failed) = trace.failure() {
+        if !failed.last.is_empty() {
+            warn!("last output of {}:", failed.step);
+            for line in &failed.last {
+                warn!("  | {line}");
+            }
+        }
+        return Error::data(format!("{} failed: {message}", failed.step))
+            .with_hint("fix the step or the sources it uses; its last output lines are above");
+    }
+    let Some(step) = progress.step.clone() else {
+        return Error::data(format!("the build failed before its first step: {message}"))
+            .with_hint("check the Dockerfile and the build arguments");
+    };
+    if !progress.last.is_empty() {
+        warn!("last output of {step}:");
+        for line in &progress.last {
+            warn!("  | {line}");
+        }
+    }
+    Error::data(format!("{step} failed: {message}"))
+        .with_hint("fix the step or the sources it uses; its last output lines are above")
+}
+
+pub(crate) fn request_failed(engine: &Engine, err: &bollard::errors::Error) -> Error {
+    use bollard::errors::Error as E;
+    match err {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } if *status_code < 500
+            || message.contains("Dockerfile")
+            || message.contains("dockerfile") =>
+        {
+            Error::data(format!(
+                "the daemon refused the build: {}",
+                shared::cli::one_line(message)
+            ))
+            .with_hint("check the Dockerfile, --target and the build arguments")
+        }
+        E::DockerResponseServerError { message, .. } => Error::data(format!(
+            "the build failed: {}",
+            shared::cli::one_line(message)
+        ))
+        .with_hint("check the Dockerfile and the daemon's log"),
+        other => Error::unavailable(format!(
+            "the build request to {} failed: {}",
+            engine.host,
+            chain(other)
+        ))
+        .with_hint("check that the Docker daemon is running and reachable"),
+    }
+}
