@@ -27,9 +27,12 @@ use std::time::{Duration, Instant};
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, LINK, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 
+use crate::auth::{Challenge, basic, refused};
+use crate::retry::Retry;
 use shared::error::{Error, Result, chain};
-use shared::exit;
 use shared::secret::Credentials;
+
+pub use shared::media::MANIFEST_TYPES;
 
 /// The largest manifest read or stored: distribution refuses larger ones too.
 pub const MANIFEST_LIMIT: usize = 4 << 20;
@@ -38,7 +41,7 @@ pub const BLOB_LIMIT: usize = 16 << 20;
 /// The largest page of a tag list.
 const TAGS_PAGE_LIMIT: usize = 8 << 20;
 /// The largest token answer.
-const TOKEN_LIMIT: usize = 1 << 20;
+pub(crate) const TOKEN_LIMIT: usize = 1 << 20;
 /// The most of an error answer read to say what the registry said.
 const ERROR_BODY_LIMIT: usize = 64 << 10;
 /// The longest a single request may take when no deadline is nearer.
@@ -63,88 +66,16 @@ pub fn is_loopback(host: &str) -> bool {
 /// A registry and how to reach it.
 #[derive(Debug)]
 pub struct Registry {
-    host: String,
-    base: String,
-    http: reqwest::Client,
-    credentials: Option<Credentials>,
+    pub(crate) host: String,
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) credentials: Option<Credentials>,
     /// The Authorization header that worked last for each token scope, reused until the
     /// registry refuses it.
-    authorization: Mutex<HashMap<String, HeaderValue>>,
+    pub(crate) authorization: Mutex<HashMap<String, HeaderValue>>,
     /// How transient faults are retried.
-    retry: Retry,
+    pub(crate) retry: Retry,
 }
-
-/// A parsed `WWW-Authenticate` challenge.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Challenge {
-    /// `basic` or `bearer`, lowercased.
-    pub scheme: String,
-    /// The parameters (`realm`, `service`, `scope`), names lowercased.
-    pub params: Vec<(String, String)>,
-}
-
-impl Challenge {
-    /// Parses a header value such as `Bearer realm="https://auth",service="registry"`.
-    #[must_use]
-    pub fn parse(header: &str) -> Option<Self> {
-        let header = header.trim();
-        let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
-        if scheme.is_empty() {
-            return None;
-        }
-        let mut params = Vec::new();
-        let mut rest = rest.trim_start();
-        while !rest.is_empty() {
-            let (name, after) = rest.split_once('=')?;
-            let name = name
-                .trim()
-                .trim_start_matches(',')
-                .trim()
-                .to_ascii_lowercase();
-            let after = after.trim_start();
-            let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
-                let mut value = String::new();
-                let mut chars = quoted.char_indices();
-                let mut end = None;
-                while let Some((i, c)) = chars.next() {
-                    match c {
-                        '\\' => {
-                            if let Some((_, escaped)) = chars.next() {
-                                value.push(escaped);
-                            }
-                        }
-                        '"' => {
-                            end = Some(i + 1);
-                            break;
-                        }
-                        _ => value.push(c),
-                    }
-                }
-                (value, &quoted[end?..])
-            } else {
-                let end = after.find(',').unwrap_or(after.len());
-                (after[..end].trim().to_owned(), &after[end..])
-            };
-            params.push((name, value));
-            rest = remaining.trim_start().trim_start_matches(',').trim_start();
-        }
-        Some(Self {
-            scheme: scheme.to_ascii_lowercase(),
-            params,
-        })
-    }
-
-    /// A parameter's value.
-    #[must_use]
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-pub use shared::media::MANIFEST_TYPES;
 
 /// A manifest as the registry serves it.
 #[derive(Clone, Debug)]
@@ -178,123 +109,13 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", shared::hex(&sha2::Sha256::digest(bytes)))
 }
 
-/// How often and how long a request (or a push) is tried again after a transient fault:
-/// exponential backoff with jitter, a bounded number of attempts and an optional deadline.
-#[derive(Clone, Debug)]
-pub struct Retry {
-    /// Attempts in all, the first included (at least 1).
-    pub attempts: u32,
-    /// The delay before the second attempt; each later delay doubles, up to `max_delay`.
-    pub base: Duration,
-    /// The longest delay between two attempts.
-    pub max_delay: Duration,
-    /// No attempt starts after this instant.
-    pub deadline: Option<Instant>,
-}
-
-impl Default for Retry {
-    fn default() -> Self {
-        Self {
-            attempts: 4,
-            base: Duration::from_millis(250),
-            max_delay: Duration::from_secs(8),
-            deadline: None,
-        }
-    }
-}
-
-/// Whether an error is a transient fault worth another attempt: a service that did not answer,
-/// answered 5xx or 429, dropped the connection, or was too slow. Denials are not.
-#[must_use]
-pub fn is_transient(err: &Error) -> bool {
-    err.code() == exit::UNAVAILABLE || err.code() == exit::TIMEOUT
-}
-
-impl Retry {
-    /// `attempts` in all, none starting after `deadline`; the default backoff.
-    #[must_use]
-    pub fn within(attempts: u32, deadline: Instant) -> Self {
-        Self {
-            attempts,
-            deadline: Some(deadline),
-            ..Self::default()
-        }
-    }
-
-    /// The delay before attempt `attempt + 1` (`attempt` counts from 1): `base * 2^(attempt-1)`,
-    /// capped at `max_delay`, then scaled by a jitter in [0.5, 1.0] taken from `jitter`.
-    #[must_use]
-    pub fn delay(&self, attempt: u32, jitter: u64) -> Duration {
-        let exponent = attempt.saturating_sub(1).min(20);
-        let full = self
-            .base
-            .saturating_mul(1u32 << exponent)
-            .min(self.max_delay);
-        // jitter / u64::MAX in [0, 1], halved and shifted to [0.5, 1.0].
-        #[allow(clippy::cast_precision_loss)]
-        let fraction = 0.5 + (jitter as f64 / u64::MAX as f64) / 2.0;
-        full.mul_f64(fraction)
-    }
-
-    /// Runs `step` (given the attempt number, from 1) until it succeeds, fails for good, runs out
-    /// of attempts or would start past the deadline. Each retry is announced on stderr with
-    /// `what`. The final error says how many attempts were made.
-    pub async fn run<T, F, Fut>(&self, what: &str, mut step: F) -> Result<T>
-    where
-        F: FnMut(u32) -> Fut,
-        Fut: std::future::Future<Output = Result<T>>,
-    {
-        let attempts = self.attempts.max(1);
-        let mut attempt = 1;
-        loop {
-            let err = match step(attempt).await {
-                Ok(value) => return Ok(value),
-                Err(err) => err,
-            };
-            if !is_transient(&err) {
-                return Err(err);
-            }
-            let delay = self.delay(attempt, jitter());
-            let past_deadline = self
-                .deadline
-                .is_some_and(|deadline| Instant::now() + delay >= deadline);
-            if attempt >= attempts || past_deadline {
-                if attempt == 1 {
-                    return Err(err);
-                }
-                let why = if past_deadline {
-                    "the deadline came"
-                } else {
-                    "no attempts left"
-                };
-                let mut last = Error::new(
-                    err.code(),
-                    format!(
-                        "{what} failed after {attempt} attempts ({why}): {}",
-                        err.message()
-                    ),
-                );
-                if let Some(hint) = err.hint() {
-                    last = last.with_hint(hint);
-                }
-                return Err(last);
-            }
-            shared::warn!(
-                "{what}: {}; retrying in {:.1} s (attempt {} of {attempts})",
-                shared::cli::one_line(err.message()),
-                delay.as_secs_f64(),
-                attempt + 1
-            );
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
-    }
-}
-
 /// Runs `lookup` for each of `references` and returns the results in order: the first alone,
 /// so that a token registry's token is fetched once and cached, then the rest concurrently, so
 /// that a tool checking or verifying several tags waits for two round trips, not one per tag.
-async fn each_reference<'a, T, F, Fut>(references: &'a [String], lookup: F) -> Result<Vec<T>>
+pub(crate) async fn each_reference<'a, T, F, Fut>(
+    references: &'a [String],
+    lookup: F,
+) -> Result<Vec<T>>
 where
     F: Fn(&'a str) -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -305,12 +126,6 @@ where
     let mut results = vec![lookup(first).await?];
     results.extend(futures_util::future::try_join_all(rest.iter().map(|r| lookup(r))).await?);
     Ok(results)
-}
-
-/// A random number for jitter, from the standard library's per-process random hash keys.
-fn jitter() -> u64 {
-    use std::hash::BuildHasher as _;
-    std::collections::hash_map::RandomState::new().hash_one(Instant::now())
 }
 
 /// A request body: its content type and bytes.
@@ -512,7 +327,7 @@ impl Registry {
 
     /// A `HEAD` or `GET` of `/v2/<repo>/manifests/<reference>` accepting every manifest type in
     /// [`MANIFEST_TYPES`], with pull access.
-    async fn manifest_request(
+    pub(crate) async fn manifest_request(
         &self,
         method: Method,
         repository: &str,
@@ -653,7 +468,7 @@ impl Registry {
 
     /// Sends one request, retrying transient faults as the [`Retry`] says. Answers other than
     /// 401, 403, 408, 429 and 5xx are returned for the caller to judge.
-    async fn request(
+    pub(crate) async fn request(
         &self,
         method: Method,
         path: &str,
@@ -682,7 +497,7 @@ impl Registry {
     }
 
     /// One request, answering an authentication challenge once.
-    async fn attempt(
+    pub(crate) async fn attempt(
         &self,
         method: Method,
         path: &str,
@@ -728,13 +543,15 @@ impl Registry {
         Ok(response)
     }
 
-    fn lock_authorization(&self) -> std::sync::MutexGuard<'_, HashMap<String, HeaderValue>> {
+    pub(crate) fn lock_authorization(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, HeaderValue>> {
         self.authorization
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         url: &str,
@@ -757,118 +574,9 @@ impl Registry {
         request.send().await.map_err(|e| self.transport_error(&e))
     }
 
-    async fn bearer_token(
-        &self,
-        challenge: &Challenge,
-        credentials: &Credentials,
-        scope: &str,
-    ) -> Result<HeaderValue> {
-        if is_ecr_credentials(&self.host, credentials) {
-            return Err(Error::no_perm(format!(
-                "registry {} asked for a Bearer token from '{}'; ECR registries use Basic \
-                 authentication, so the ECR token was not sent",
-                self.host,
-                shared::names::quote(challenge.param("realm").unwrap_or_default())
-            ))
-            .with_hint("check that the registry host really is ECR's (DNS, proxies, /etc/hosts)"));
-        }
-        let realm = challenge.param("realm").ok_or_else(|| {
-            Error::unavailable(format!(
-                "registry {} asked for a bearer token without naming where to get it",
-                self.host
-            ))
-        })?;
-        let realm = self.check_realm(realm)?;
-        let mut query: Vec<(&str, &str)> = Vec::new();
-        if let Some(service) = challenge.param("service") {
-            query.push(("service", service));
-        }
-        let scope = if scope.is_empty() {
-            challenge.param("scope").unwrap_or_default()
-        } else {
-            scope
-        };
-        if !scope.is_empty() {
-            query.push(("scope", scope));
-        }
-        let response = self
-            .http
-            .get(realm)
-            .query(&query)
-            .timeout(self.time_left()?)
-            .basic_auth(&credentials.username, Some(credentials.password.expose()))
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
-        if response.status() == StatusCode::UNAUTHORIZED {
-            return Err(refused(&self.host, credentials));
-        }
-        if !response.status().is_success() {
-            return Err(self.status_error("getting a token", response).await);
-        }
-        let bytes = self
-            .read_body(response, TOKEN_LIMIT, "getting a token")
-            .await?;
-        let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::unavailable(format!(
-                "registry {}: the token answer is not JSON: {e}",
-                self.host
-            ))
-        })?;
-        let token = body
-            .get("token")
-            .or_else(|| body.get("access_token"))
-            .and_then(serde_json::Value::as_str)
-            .ok_or_else(|| {
-                Error::unavailable(format!(
-                    "registry {}: the token answer has no token",
-                    self.host
-                ))
-            })?;
-        let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            Error::unavailable(format!(
-                "registry {}: the token is not a valid header value",
-                self.host
-            ))
-        })?;
-        value.set_sensitive(true);
-        Ok(value)
-    }
-
-    /// Checks a token realm before credentials go there: an http(s) URL without user
-    /// information on a valid host, HTTPS unless the registry itself is a loopback one.
-    fn check_realm(&self, realm: &str) -> Result<reqwest::Url> {
-        let bad = |why: &str| {
-            Error::unavailable(format!(
-                "registry {} named a token realm '{}' that {why}: the credentials were not sent",
-                self.host,
-                shared::names::quote(realm)
-            ))
-        };
-        let url = reqwest::Url::parse(realm).map_err(|_| bad("is not a URL"))?;
-        let plain_ok = is_loopback(&self.host);
-        match url.scheme() {
-            "https" => {}
-            "http" if plain_ok => {}
-            _ => return Err(bad("is not an https URL")),
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(bad("has user information"));
-        }
-        let authority = match (url.host_str(), url.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => return Err(bad("names no host")),
-        };
-        if shared::names::check_host(&authority).is_err() {
-            return Err(bad("names no valid host"));
-        }
-        Ok(url)
-    }
-
     /// How long the next request may take: [`REQUEST_TIMEOUT`], or what is left of the
     /// deadline if that is less. A deadline already passed is a timeout.
-    fn time_left(&self) -> Result<Duration> {
+    pub(crate) fn time_left(&self) -> Result<Duration> {
         let Some(deadline) = self.retry.deadline else {
             return Ok(REQUEST_TIMEOUT);
         };
@@ -884,7 +592,7 @@ impl Registry {
 
     /// Reads a response's body, refusing one longer than `limit` bytes (as it arrives, so an
     /// endless body costs at most `limit`).
-    async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         mut response: reqwest::Response,
         limit: usize,
@@ -914,7 +622,7 @@ impl Registry {
         Ok(body)
     }
 
-    fn transport_error(&self, err: &reqwest::Error) -> Error {
+    pub(crate) fn transport_error(&self, err: &reqwest::Error) -> Error {
         let detail = chain(err);
         if err.is_timeout() {
             Error::timeout(format!(
@@ -929,7 +637,7 @@ impl Registry {
     }
 
     /// An error for an unexpected answer, with what the registry said about it.
-    async fn status_error(&self, action: &str, response: reqwest::Response) -> Error {
+    pub(crate) async fn status_error(&self, action: &str, response: reqwest::Response) -> Error {
         let status = response.status();
         let said = self
             .read_body(response, ERROR_BODY_LIMIT, action)
@@ -949,11 +657,11 @@ impl Registry {
     }
 }
 
-fn pull_scope(repository: &str) -> String {
+pub(crate) fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
 }
 
-fn content_digest(response: &reqwest::Response) -> Option<String> {
+pub(crate) fn content_digest(response: &reqwest::Response) -> Option<String> {
     response
         .headers()
         .get("docker-content-digest")
@@ -961,21 +669,6 @@ fn content_digest(response: &reqwest::Response) -> Option<String> {
         .map(str::trim)
         .filter(|d| shared::names::check_digest(d).is_ok())
         .map(str::to_owned)
-}
-
-/// Whether `credentials` for `host` are ECR's: the host is an ECR registry, or the password is
-/// an ECR token (it carries ECR's expiry). These are sent with Basic authentication only.
-fn is_ecr_credentials(host: &str, credentials: &Credentials) -> bool {
-    shared::ecr::parse_host(host).is_some()
-        || shared::ecr::password_expiry(&credentials.password).is_some()
-}
-
-fn refused(host: &str, credentials: &Credentials) -> Error {
-    Error::no_perm(format!(
-        "registry {host} refused the credentials of user {}",
-        credentials.username
-    ))
-    .with_hint("they may have expired (ECR tokens last 12 hours): run ecr-login again")
 }
 
 /// What a registry's error body says (`{"errors":[{"code":..,"message":..}]}`), on one line.
@@ -1011,13 +704,13 @@ pub fn registry_said(body: &[u8]) -> Option<String> {
 
 /// Whether a next-page link stays on `repository`'s tag list: a registry may not lead the
 /// client to another path (`..` segments included) with its credentials.
-fn same_tag_list(link: &str, repository: &str) -> bool {
+pub(crate) fn same_tag_list(link: &str, repository: &str) -> bool {
     let path = link.split('?').next().unwrap_or(link);
     path == format!("/v2/{repository}/tags/list") && !link.contains('#')
 }
 
 /// The path and query of a `Link: </v2/...?last=x&n=100>; rel="next"` header.
-fn next_link(header: &str) -> Option<String> {
+pub(crate) fn next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
         if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
@@ -1034,209 +727,4 @@ fn next_link(header: &str) -> Option<String> {
         };
         Some(path.to_owned())
     })
-}
-
-fn basic(credentials: &Credentials) -> Result<HeaderValue> {
-    use base64::Engine as _;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!(
-        "{}:{}",
-        credentials.username,
-        credentials.password.expose()
-    ));
-    let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
-        .map_err(|_| Error::internal("a base64 header value was not ASCII"))?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loopback_hosts_are_plain_http() {
-        for host in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1:5000",
-            "127.1.2.3",
-            "[::1]:5000",
-        ] {
-            assert!(is_loopback(host), "{host}");
-        }
-        for host in [
-            "123456789012.dkr.ecr.us-east-1.amazonaws.com",
-            "10.0.0.1:5000",
-            "example.com:443",
-        ] {
-            assert!(!is_loopback(host), "{host}");
-        }
-    }
-
-    #[test]
-    fn challenges_parse_quoted_and_bare_values() {
-        let c = Challenge::parse(
-            r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push""#,
-        )
-        .unwrap();
-        assert_eq!(c.scheme, "bearer");
-        assert_eq!(c.param("realm"), Some("https://auth.example.com/token"));
-        assert_eq!(c.param("scope"), Some("repository:a/b:pull,push"));
-        let c = Challenge::parse(r#"Basic realm="Registry Realm""#).unwrap();
-        assert_eq!(c.scheme, "basic");
-        assert_eq!(c.param("realm"), Some("Registry Realm"));
-        let c = Challenge::parse("Basic realm=x, charset=UTF-8").unwrap();
-        assert_eq!(c.param("charset"), Some("UTF-8"));
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
-        let retry = Retry {
-            attempts: 6,
-            base: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-            deadline: None,
-        };
-        let cases = [
-            (1, 100),
-            (2, 200),
-            (3, 400),
-            (4, 800),
-            (5, 1000),
-            (9, 1000),
-            (40, 1000),
-        ];
-        for (attempt, full_ms) in cases {
-            let full = Duration::from_millis(full_ms);
-            assert_eq!(retry.delay(attempt, u64::MAX), full, "attempt {attempt}");
-            assert_eq!(retry.delay(attempt, 0), full / 2, "attempt {attempt}");
-            let middle = retry.delay(attempt, u64::MAX / 2);
-            assert!(
-                middle > full / 2 && middle < full,
-                "attempt {attempt}: {middle:?}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn retries_transient_faults_only_and_says_how_many_attempts() {
-        let retry = Retry {
-            attempts: 3,
-            base: Duration::from_millis(1),
-            max_delay: Duration::from_millis(2),
-            deadline: None,
-        };
-        let cases = [
-            (
-                Error::unavailable("connection reset"),
-                3,
-                exit::UNAVAILABLE,
-                true,
-            ),
-            (Error::timeout("too slow"), 3, exit::TIMEOUT, true),
-            (Error::no_perm("denied"), 1, exit::NO_PERM, false),
-            (Error::data("bad"), 1, exit::DATA, false),
-        ];
-        for (template, expected_calls, code, counted) in cases {
-            let mut calls = 0;
-            let message = template.message().to_owned();
-            let err = retry
-                .run("pushing x", |_| {
-                    calls += 1;
-                    let e = Error::new(template.code(), message.clone());
-                    async move { Err::<(), _>(e) }
-                })
-                .await
-                .unwrap_err();
-            assert_eq!(calls, expected_calls, "{message}");
-            assert_eq!(err.code(), code);
-            assert_eq!(
-                err.message()
-                    .contains("after 3 attempts (no attempts left)"),
-                counted,
-                "{}",
-                err.message()
-            );
-        }
-        let mut calls = 0;
-        let value = retry
-            .run("x", |attempt| {
-                calls += 1;
-                async move {
-                    if attempt < 2 {
-                        Err(Error::unavailable("eof"))
-                    } else {
-                        Ok(attempt)
-                    }
-                }
-            })
-            .await
-            .unwrap();
-        assert_eq!((value, calls), (2, 2));
-        let past = Retry {
-            deadline: Some(Instant::now()),
-            ..retry
-        };
-        let err = past
-            .run("x", |attempt| async move {
-                if attempt == 1 {
-                    Err::<(), _>(Error::unavailable("eof"))
-                } else {
-                    Ok(())
-                }
-            })
-            .await
-            .unwrap_err();
-        assert!(err.message().contains("eof"), "{}", err.message());
-    }
-
-    #[test]
-    fn registry_error_bodies_and_link_headers() {
-        let cases: [(&[u8], Option<&str>); 4] = [
-            (
-                br#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known to registry","detail":{"name":"x"}}]}"#,
-                Some("NAME_UNKNOWN: repository name not known to registry"),
-            ),
-            (br#"{"errors":[{"code":"DENIED"}]}"#, Some("DENIED")),
-            (br#"{"errors":[]}"#, None),
-            (b"<html>bad gateway</html>", None),
-        ];
-        for (body, said) in cases {
-            assert_eq!(registry_said(body).as_deref(), said);
-        }
-        assert_eq!(
-            next_link(r#"</v2/a/tags/list?last=b&n=2>; rel="next""#).as_deref(),
-            Some("/v2/a/tags/list?last=b&n=2")
-        );
-        assert_eq!(
-            next_link(r#"<https://r.example/v2/a/tags/list?last=b>; rel="next""#).as_deref(),
-            Some("/v2/a/tags/list?last=b")
-        );
-        assert_eq!(next_link(r#"</v2/a/tags/list?last=b>; rel="prev""#), None);
-        assert!(same_tag_list("/v2/a/b/tags/list?last=x&n=2", "a/b"));
-        assert!(!same_tag_list(
-            "/v2/a/b/tags/list/../../../c/tags/list",
-            "a/b"
-        ));
-        assert!(!same_tag_list("/v2/c/tags/list?last=x", "a/b"));
-    }
-
-    #[test]
-    fn manifests_name_their_config_and_digests_are_sha256() {
-        let manifest = Manifest {
-            digest: String::new(),
-            media_type: MANIFEST_TYPES[0].to_owned(),
-            body: br#"{"schemaVersion":2,"config":{"digest":"sha256:abc"},"layers":[]}"#.to_vec(),
-        };
-        assert_eq!(manifest.config_digest().as_deref(), Some("sha256:abc"));
-        let index = Manifest {
-            body: br#"{"schemaVersion":2,"manifests":[]}"#.to_vec(),
-            ..manifest
-        };
-        assert_eq!(index.config_digest(), None);
-        assert_eq!(
-            sha256_digest(b""),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
 }
