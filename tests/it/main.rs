@@ -6,6 +6,7 @@
 
 mod buildspecs;
 mod clients;
+mod codebuild;
 mod contract;
 mod ecr_login;
 mod ecr_repo;
