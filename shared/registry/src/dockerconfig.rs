@@ -317,15 +317,7 @@ impl ConfigLock {
     pub fn acquire(config: &Path) -> Result<Self> {
         let dir = config.parent().unwrap_or(Path::new("."));
         ensure_private_dir(dir)?;
-        let path = config.with_extension("json.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::write_io(format!("opening lock file {}", path.display()), &e))?;
-        file.lock()
-            .map_err(|e| Error::write_io(format!("locking {}", path.display()), &e))?;
+        let file = shared::files::lock(&config.with_extension("json.lock"))?;
         Ok(Self { _file: file })
     }
 }

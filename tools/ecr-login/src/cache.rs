@@ -92,15 +92,7 @@ pub fn put(
 ) -> Result<()> {
     ensure_private_dir(dir)?;
     let path = entry_path(dir, identity, region);
-    let lock_path = path.with_extension("lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::write_io(format!("opening {}", lock_path.display()), &e))?;
-    lock.lock()
-        .map_err(|e| Error::write_io(format!("locking {}", lock_path.display()), &e))?;
+    let _lock = shared::files::lock(&path.with_extension("lock"))?;
     let valid_until = token
         .expires_at
         .filter(|t| *t > now)

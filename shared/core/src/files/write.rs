@@ -131,6 +131,21 @@ pub fn write_secret_locked(path: &Path, contents: &[u8]) -> Result<()> {
     write_atomic(path, contents, Some(0o600))
 }
 
+/// Waits for an exclusive lock on the file at `path` (created if missing, never truncated);
+/// the lock holds while the returned file is open. Writers of a secret take one before
+/// [`write_secret_locked`].
+pub fn lock(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::write_io(format!("opening lock file {}", path.display()), &e))?;
+    file.lock()
+        .map_err(|e| Error::write_io(format!("locking {}", path.display()), &e))?;
+    Ok(file)
+}
+
 /// The temporary-file prefix of `file`: `.<name>.`.
 fn temp_prefix(file: &Path) -> String {
     format!(
