@@ -167,6 +167,17 @@ pub fn stdin_input(no_input: bool) -> Input<io::StdinLock<'static>> {
     }
 }
 
+/// Prints one JSON value to stdout, pretty, for a person or a file to read (an IAM policy):
+/// one way for every tool, flushed at once.
+pub fn print_pretty(value: &Value) -> Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)
+        .map_err(io::Error::from)
+        .and_then(|()| writeln!(out))
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::write_io("writing to standard output", &e))
+}
+
 /// Writes documents to stdout: whole, one compact line each, or one field raw.
 pub struct Output<W: Write> {
     out: W,

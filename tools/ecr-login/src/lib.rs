@@ -117,12 +117,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: &Cli) -> Result<Code> {
     if cli.print_iam_policy {
         let policy = aws::iam::policy(&[aws::iam::Step::Login], &[]);
-        let text =
-            serde_json::to_string_pretty(&policy).map_err(|e| Error::internal(e.to_string()))?;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{text}")
-            .and_then(|()| out.flush())
-            .map_err(|e| Error::write_io("writing to standard output", &e))?;
+        shared::io::print_pretty(&policy)?;
         return Ok(exit::SUCCESS);
     }
     shared::cli::runtime()?.block_on(async {

@@ -236,7 +236,6 @@ pub fn run(cli: &Cli) -> Result<Code> {
 /// documents; their ARNs built from the account (`--registry-id`, the document's `account_id`)
 /// or read from DescribeRepositories.
 async fn print_iam_policy(cli: &Cli, aws: &Aws, ecr: &Client) -> Result<Code> {
-    use std::io::Write;
     let mut wanted: Vec<(String, Option<String>)> = Vec::new();
     let mut add = |name: &str, account: Option<&str>| {
         if !wanted.iter().any(|(n, _)| n == name) {
@@ -278,11 +277,7 @@ async fn print_iam_policy(cli: &Cli, aws: &Aws, ecr: &Client) -> Result<Code> {
         arns.push(arn);
     }
     let policy = iam::policy(&cli.print_iam_policy, &arns);
-    let mut out = std::io::stdout().lock();
-    let text = serde_json::to_string_pretty(&policy).map_err(|e| Error::internal(e.to_string()))?;
-    writeln!(out, "{text}")
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::write_io("writing to standard output", &e))?;
+    shared::io::print_pretty(&policy)?;
     info!(
         "IAM policy for {} on {}",
         cli.print_iam_policy
