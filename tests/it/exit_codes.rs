@@ -295,3 +295,45 @@ fn every_tool_exits_with_the_documented_code_for_each_error_class() {
         );
     }
 }
+
+/// Runs `tool` as the unprivileged user `nobody` (the tests run as root, whom no permission
+/// stops), through util-linux's `setpriv`.
+fn as_nobody(tool: &str) -> Run {
+    crate::harness::program(std::path::Path::new("/usr/bin/setpriv")).args([
+        std::ffi::OsStr::new("--reuid=65534"),
+        std::ffi::OsStr::new("--regid=65534"),
+        std::ffi::OsStr::new("--clear-groups"),
+        crate::harness::bin_dir().join(tool).as_os_str(),
+    ])
+}
+
+#[test]
+fn a_permission_error_is_66_to_read_and_74_to_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let secret = dir.path().join("policy.json");
+    std::fs::write(&secret, "{}").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    as_nobody("lifecycle-set")
+        .args(["--repository", "app", "--policy"])
+        .args([&secret])
+        .run()
+        .fails(66, &["policy.json", "permission denied"]);
+
+    let findings = dir.path().join("findings.json");
+    std::fs::write(
+        &findings,
+        r#"{"imageScanStatus": {"status": "COMPLETE"}, "imageScanFindings": {"findings": []}}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&findings, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The directory is root's: nobody may not create the report in it.
+    as_nobody("scan-gate")
+        .args(["--repository", "app", "--no-input", "--quiet", "--findings"])
+        .args([&findings])
+        .args(["--junit"])
+        .args([dir.path().join("report.xml")])
+        .run()
+        .fails(74, &["report.xml", "permission denied"]);
+}
