@@ -1,10 +1,6 @@
-//! The CodeBuild examples in `examples/buildspecs/`, run by the emulator in `codebuild.rs` the way
-//! CodeBuild runs them, against the
-//! local services: phases in order, each command in bash with the shell's variables and working
-//! directory carried from one command to the next (buildspec version 0.2), `finally` and
-//! `on-failure`, `post_build` after a failed `build` with `CODEBUILD_BUILD_SUCCEEDING=0`,
-//! `env.variables` below the project's variables (project.json) below the start-build
-//! overrides, `exported-variables`; then the declared artifacts and reports are checked.
+//! The CodeBuild examples in `examples/buildspecs/`, run against the local services by the
+//! emulator in `codebuild.rs` the way CodeBuild runs them (phases, variables, batch graphs),
+//! then checked: the declared artifacts and reports.
 //!
 //! Locally the ECR API server stands in for ECR's control plane and the htpasswd registry for
 //! its data plane, as in `scripts/local-pipeline.sh`: the buildspecs' `REGISTRY` variable (a
