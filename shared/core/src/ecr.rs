@@ -122,6 +122,32 @@ pub fn tag_matches(pattern: &str, tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn region_names() {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "cn-north-1",
+            "ap-southeast-5",
+            "il-central-1",
+        ] {
+            assert!(super::is_region_name(ok), "{ok}");
+        }
+        for bad in [
+            "useast1",
+            "us-east",
+            "US-EAST-1",
+            "us-east-01",
+            "us--1",
+            "",
+            "us-east-1a",
+            "u-east-1",
+        ] {
+            assert!(!super::is_region_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn wildcards_match_any_run_of_characters() {
         for (pattern, tag, expected) in [
             ("prod*", "prod", true),
