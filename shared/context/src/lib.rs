@@ -223,7 +223,7 @@ impl Context {
             return Err(link_out_of_context(&given, &resolved));
         }
         // The Dockerfile must be a regular file, inside the context as well: the daemon reads it.
-        let dockerfile_text = files::read_regular(&resolved, files::TEXT_LIMIT, "Dockerfile")
+        files::check_regular(&resolved, files::TEXT_LIMIT, "Dockerfile")
             .map_err(|e| e.context(format!("the Dockerfile {}", given.display())))?;
         let ignore_path = root.join(IGNORE_FILE);
         if let Ok(target) = fs::canonicalize(&ignore_path)
@@ -239,7 +239,8 @@ impl Context {
         let dockerfile = if let Ok(rel) = resolved.strip_prefix(&root) {
             Dockerfile::Inside(slash(rel))
         } else {
-            let contents = dockerfile_text;
+            // Outside the context, the client reads it and sends it.
+            let contents = files::read_regular(&resolved, files::TEXT_LIMIT, "Dockerfile")?;
             let digest = shared::hex(&Sha256::digest(&contents));
             Dockerfile::Outside {
                 path: given,

@@ -117,7 +117,7 @@ impl<R: BufRead> Iterator for Records<R> {
                 "input record {} (line {}) is larger than {}, the limit for a document",
                 self.count,
                 self.position.start_line.get(),
-                crate::files::human_limit(RECORD_LIMIT)
+                crate::show::limit(RECORD_LIMIT)
             ))
             .with_hint("the input must be image documents, as the imgpipe tools write them")),
             Err(err) => Err(json_error(&err, self.count)),

@@ -25,6 +25,16 @@ pub fn digest(digest: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
+/// A size limit for people, in the binary units it is set in: `4 MiB`, `64 KiB`, `10 B`.
+#[must_use]
+pub fn limit(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -96,13 +96,31 @@ pub fn read_limited(source: impl Read, limit: u64, what: &str) -> Result<Vec<u8>
         .read_to_end(&mut bytes)
         .map_err(|e| Error::read_io(format!("reading {what}"), &e))?;
     if bytes.len() as u64 > limit {
-        return Err(Error::data(format!(
-            "reading {what}: it is larger than {}, the limit for it",
-            crate::files::human_limit(limit)
-        ))
-        .with_hint("check that the path names the file meant"));
+        return Err(too_large(what, limit));
     }
     Ok(bytes)
+}
+
+/// Checks that `path` is a regular file of at most `limit` bytes, without reading it: for a
+/// file another program reads (the daemon reads an in-context Dockerfile).
+pub fn check_regular(path: &Path, limit: u64, what: &str) -> Result<()> {
+    let file = open_regular(path, what)?;
+    let size = file
+        .metadata()
+        .map_err(|e| Error::read_io(format!("reading {what} {}", path.display()), &e))?
+        .len();
+    if size > limit {
+        return Err(too_large(&format!("{what} {}", path.display()), limit));
+    }
+    Ok(())
+}
+
+fn too_large(what: &str, limit: u64) -> Error {
+    Error::data(format!(
+        "reading {what}: it is larger than {}, the limit for it",
+        crate::show::limit(limit)
+    ))
+    .with_hint("check that the path names the file meant")
 }
 
 #[cfg(test)]
