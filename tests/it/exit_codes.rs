@@ -123,6 +123,16 @@ fn aws_cases(closed: &str) -> Vec<Case> {
             &["profile 'no-such-profile' does not exist"],
         ));
     }
+    // The same from the CI variable that names it.
+    cases.push(case(
+        78,
+        tool("ecr-repo")
+            .args(["--repository", "app", "--no-input"])
+            .env("AWS_PROFILE", "no-such-profile")
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "example"),
+        &["profile 'no-such-profile' does not exist"],
+    ));
     cases
 }
 
