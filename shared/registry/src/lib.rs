@@ -5,10 +5,12 @@ mod auth;
 mod client;
 pub mod credentials;
 pub mod dockerconfig;
+mod http;
 mod retry;
 #[cfg(test)]
 mod tests;
 
 pub use auth::Challenge;
 pub use client::*;
+pub use http::registry_said;
 pub use retry::{Retry, is_transient};
