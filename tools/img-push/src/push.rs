@@ -23,10 +23,9 @@ use crate::record::Outcome;
 use crate::record::finish;
 use crate::retag::retag;
 use crate::retag::retag_reason;
-use crate::target::target;
+use crate::target::{Target, target};
 
 // One push, told in order: pre-flight, push, verification, artifacts, document.
-#[allow(clippy::too_many_lines)]
 pub(crate) async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) -> Result<Document> {
     if let Some(why) = retag_reason(cli, &doc) {
         return retag(cli, doc, why).await;
@@ -38,32 +37,7 @@ pub(crate) async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) ->
     let deadline = started + Duration::from_secs(cli.deadline);
     let name = target.name();
 
-    // The local image.
-    let image = cli
-        .image
-        .clone()
-        .or_else(|| doc.str("image_id").map(str::to_owned))
-        .unwrap_or_else(|| format!("{name}:{}", target.tags[0]));
-    let inspect = engine
-        .client
-        .inspect_image(&image)
-        .await
-        .map_err(|e| match e {
-            bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            } => Error::data(format!(
-                "the Docker Engine at {} has no image {image}",
-                engine.host
-            ))
-            .with_hint("build it first (img-build), or name it with --image"),
-            e => Error::unavailable(format!(
-                "the Docker Engine at {} did not describe image {image} ({})",
-                engine.host,
-                chain(&e)
-            )),
-        })?;
-    let image_id = inspect.id.clone().unwrap_or_default();
-    let repo_digests = inspect.repo_digests.clone().unwrap_or_default();
+    let (image_id, repo_digests) = local_image(cli, engine, &doc, &target).await?;
 
     // Credentials and the repository, before anything moves.
     let retry = Retry::within(cli.attempts, deadline);
@@ -99,75 +73,19 @@ pub(crate) async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) ->
     }
 
     // Tag locally, then push what is not there yet.
-    for tag in &target.tags {
-        let options = TagImageOptionsBuilder::new().repo(&name).tag(tag).build();
-        engine
-            .client
-            .tag_image(&image_id, Some(options))
-            .await
-            .map_err(|e| {
-                Error::unavailable(format!(
-                    "the Docker Engine did not tag image {} as {name}:{tag} ({})",
-                    shared::show::digest(&image_id),
-                    chain(&e)
-                ))
-            })?;
-    }
+    tag_locally(engine, &image_id, &name, &target.tags).await?;
     let header = registry_auth_header(credentials.as_ref(), &target.registry);
     let docker = engine.with_registry_auth(&header);
-    let mut pushed_tags = Vec::new();
-    let mut present_tags = Vec::new();
-    let mut digest: Option<String> = None;
-    let mut layers: Option<(u64, u64)> = None;
-    let mut attempts_used = 0u32;
-    for (tag, state) in target.tags.iter().zip(&states) {
-        if let TagState::Present(existing) = state {
-            info!("{name}:{tag} is already present at {existing}");
-            present_tags.push(tag.clone());
-            continue;
-        }
-        if matches!(state, TagState::New) {
-            info!("pushing {name}:{tag}");
-        } else {
-            info!("pushing {name}:{tag} (moving it from another image)");
-        }
-        let progress = std::cell::RefCell::new(Progress::new(format!("{name}:{tag}")));
-        let result = retry
-            .run(&format!("pushing {name}:{tag}"), |attempt| {
-                attempts_used = attempts_used.max(attempt);
-                let progress = &progress;
-                let docker = &docker;
-                let target = &target;
-                // Attempts run one after another, so the borrow is never contended.
-                #[allow(clippy::await_holding_refcell_ref)]
-                async move {
-                    let mut progress = progress.borrow_mut();
-                    push_tag(docker, target, tag, deadline, &mut progress).await
-                }
-            })
-            .await;
-        let stream = result?;
-        // Layers pushed by failed attempts show as already there in the last one.
-        let sent_before = progress.borrow().done.saturating_sub(stream.pushed);
-        if layers.is_none() {
-            let total = stream.pushed + stream.existing;
-            let pushed = (stream.pushed + sent_before).min(total);
-            layers = Some((pushed, total - pushed));
-        }
-        let this = match stream.digest {
-            Some(d) => d,
-            None => inspect_digest(engine, &name, &image_id).await?,
-        };
-        if let Some(first) = &digest
-            && *first != this
-        {
-            return Err(Error::unavailable(format!(
-                "the pushes of {name} gave two digests, {first} and {this}"
-            )));
-        }
-        digest = Some(this);
-        pushed_tags.push(tag.clone());
-    }
+    let Pushes {
+        pushed_tags,
+        present_tags,
+        digest,
+        layers,
+        attempts_used,
+    } = push_tags(
+        engine, &docker, &target, &states, &image_id, &retry, deadline,
+    )
+    .await?;
     let digest = match digest {
         Some(d) => d,
         None => states
@@ -191,4 +109,144 @@ pub(crate) async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) ->
         started,
     };
     finish(cli, &registry, doc, outcome, &immutable).await
+}
+
+/// The local image to push (`--image`, the document's `image_id`, or the first tag) and its
+/// ID and repository digests, as the Engine describes it.
+async fn local_image(
+    cli: &Cli,
+    engine: &Engine,
+    doc: &Document,
+    target: &Target,
+) -> Result<(String, Vec<String>)> {
+    let name = target.name();
+    let image = cli
+        .image
+        .clone()
+        .or_else(|| doc.str("image_id").map(str::to_owned))
+        .unwrap_or_else(|| format!("{name}:{}", target.tags[0]));
+    let inspect = engine
+        .client
+        .inspect_image(&image)
+        .await
+        .map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => Error::data(format!(
+                "the Docker Engine at {} has no image {image}",
+                engine.host
+            ))
+            .with_hint("build it first (img-build), or name it with --image"),
+            e => Error::unavailable(format!(
+                "the Docker Engine at {} did not describe image {image} ({})",
+                engine.host,
+                chain(&e)
+            )),
+        })?;
+    let image_id = inspect.id.clone().unwrap_or_default();
+    let repo_digests = inspect.repo_digests.clone().unwrap_or_default();
+    Ok((image_id, repo_digests))
+}
+
+/// Tags the image locally under each of the target's tags, as `docker tag` does before a push.
+async fn tag_locally(engine: &Engine, image_id: &str, name: &str, tags: &[String]) -> Result<()> {
+    for tag in tags {
+        let options = TagImageOptionsBuilder::new().repo(name).tag(tag).build();
+        engine
+            .client
+            .tag_image(image_id, Some(options))
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!(
+                    "the Docker Engine did not tag image {} as {name}:{tag} ({})",
+                    shared::show::digest(image_id),
+                    chain(&e)
+                ))
+            })?;
+    }
+    Ok(())
+}
+
+/// What pushing the tags gave.
+struct Pushes {
+    pushed_tags: Vec<String>,
+    present_tags: Vec<String>,
+    /// The digest the pushes gave, if any tag was pushed.
+    digest: Option<String>,
+    /// Layers pushed and already there, from the first push.
+    layers: Option<(u64, u64)>,
+    attempts_used: u32,
+}
+
+/// Pushes every tag not already present, each retried as `retry` says; every push must give
+/// the same digest.
+async fn push_tags(
+    engine: &Engine,
+    docker: &bollard::Docker,
+    target: &Target,
+    states: &[TagState],
+    image_id: &str,
+    retry: &Retry,
+    deadline: Instant,
+) -> Result<Pushes> {
+    let name = target.name();
+    let mut pushed_tags = Vec::new();
+    let mut present_tags = Vec::new();
+    let mut digest: Option<String> = None;
+    let mut layers: Option<(u64, u64)> = None;
+    let mut attempts_used = 0u32;
+    for (tag, state) in target.tags.iter().zip(states) {
+        if let TagState::Present(existing) = state {
+            info!("{name}:{tag} is already present at {existing}");
+            present_tags.push(tag.clone());
+            continue;
+        }
+        if matches!(state, TagState::New) {
+            info!("pushing {name}:{tag}");
+        } else {
+            info!("pushing {name}:{tag} (moving it from another image)");
+        }
+        let progress = std::cell::RefCell::new(Progress::new(format!("{name}:{tag}")));
+        let result = retry
+            .run(&format!("pushing {name}:{tag}"), |attempt| {
+                attempts_used = attempts_used.max(attempt);
+                let progress = &progress;
+
+                // Attempts run one after another, so the borrow is never contended.
+                #[allow(clippy::await_holding_refcell_ref)]
+                async move {
+                    let mut progress = progress.borrow_mut();
+                    push_tag(docker, target, tag, deadline, &mut progress).await
+                }
+            })
+            .await;
+        let stream = result?;
+        // Layers pushed by failed attempts show as already there in the last one.
+        let sent_before = progress.borrow().done.saturating_sub(stream.pushed);
+        if layers.is_none() {
+            let total = stream.pushed + stream.existing;
+            let pushed = (stream.pushed + sent_before).min(total);
+            layers = Some((pushed, total - pushed));
+        }
+        let this = match stream.digest {
+            Some(d) => d,
+            None => inspect_digest(engine, &name, image_id).await?,
+        };
+        if let Some(first) = &digest
+            && *first != this
+        {
+            return Err(Error::unavailable(format!(
+                "the pushes of {name} gave two digests, {first} and {this}"
+            )));
+        }
+        digest = Some(this);
+        pushed_tags.push(tag.clone());
+    }
+    Ok(Pushes {
+        pushed_tags,
+        present_tags,
+        digest,
+        layers,
+        attempts_used,
+    })
 }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use registry::credentials::{self, Found};
-use registry::{Registry, Retry};
+use registry::{Manifest, Registry, Retry};
 use serde_json::Value;
 use shared::exit::{self};
 use shared::{Document, Error, Result, info, verbose};
@@ -75,25 +75,12 @@ pub(crate) async fn retag_states(
 /// Adds the target's tags to an image already in the registry: reads its manifest and stores
 /// the same bytes, under the same media type, under each tag that does not name it yet.
 // One retag, told in order: source, pre-flight, copies, then the shared verification.
-#[allow(clippy::too_many_lines)]
 pub(crate) async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Document> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(cli.deadline);
     let target = target(cli, &doc)?;
     let name = target.name();
-    let from = cli
-        .from
-        .clone()
-        .or_else(|| doc.str("digest").map(str::to_owned))
-        .ok_or_else(|| {
-            Error::data(format!("nothing to retag in {name}: no --from and no digest in the document"))
-                .with_hint("name the image to copy with --from TAG|DIGEST, or pipe in a document with its digest")
-        })?;
-    shared::names::check_tag_or_digest(&from).map_err(|e| {
-        e.context("--from").with_hint(
-            "name an image of the same repository: a tag, or a digest as sha256:<64 hex>",
-        )
-    })?;
+    let from = source_reference(cli, &doc, &name)?;
     let (registry, Found { source, .. }) = credentials::registry(
         &target.registry,
         &cli.aws,
@@ -123,9 +110,54 @@ pub(crate) async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Docum
         manifest.body.len()
     );
     let states = retag_states(&registry, &target, &digest, &immutable).await?;
+    let (pushed_tags, present_tags) = copy_tags(&registry, &target, &manifest, &states).await?;
+    let outcome = Outcome {
+        target,
+        digest,
+        image_id: None,
+        pushed_tags,
+        present_tags,
+        layers: None,
+        source: source.to_string(),
+        attempts: 1,
+        retag: Some((from, why)),
+        started,
+    };
+    finish(cli, &registry, doc, outcome, &immutable).await
+}
+
+/// The image to retag: `--from`, else the document's digest; a tag or a digest, never a
+/// reference to another repository.
+fn source_reference(cli: &Cli, doc: &Document, name: &str) -> Result<String> {
+    let from: String = cli
+        .from
+        .clone()
+        .or_else(|| doc.str("digest").map(str::to_owned))
+        .ok_or_else(|| {
+            Error::data(format!("nothing to retag in {name}: no --from and no digest in the document"))
+                .with_hint("name the image to copy with --from TAG|DIGEST, or pipe in a document with its digest")
+        })?;
+    shared::names::check_tag_or_digest(&from).map_err(|e| {
+        e.context("--from").with_hint(
+            "name an image of the same repository: a tag, or a digest as sha256:<64 hex>",
+        )
+    })?;
+    Ok(from)
+}
+
+/// Stores the manifest under each tag that does not name it yet; returns the tags written and
+/// the tags already there.
+async fn copy_tags(
+    registry: &Registry,
+    target: &Target,
+    manifest: &Manifest,
+    states: &[TagState],
+) -> Result<(Vec<String>, Vec<String>)> {
+    let name = target.name();
+    let digest = &manifest.digest;
     let mut pushed_tags = Vec::new();
     let mut present_tags = Vec::new();
-    for (tag, state) in target.tags.iter().zip(&states) {
+    for (tag, state) in target.tags.iter().zip(states) {
         match state {
             TagState::Present(_) => {
                 info!("{name}:{tag} is already present at {digest}");
@@ -145,7 +177,7 @@ pub(crate) async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Docum
                 &manifest.body,
             )
             .await?;
-        if stored != digest {
+        if stored != *digest {
             return Err(Error::unavailable(format!(
                 "registry {} stored {name}:{tag} as {stored}, not as the copied {digest}",
                 target.registry
@@ -153,17 +185,5 @@ pub(crate) async fn retag(cli: &Cli, doc: Document, why: String) -> Result<Docum
         }
         pushed_tags.push(tag.clone());
     }
-    let outcome = Outcome {
-        target,
-        digest,
-        image_id: None,
-        pushed_tags,
-        present_tags,
-        layers: None,
-        source: source.to_string(),
-        attempts: 1,
-        retag: Some((from, why)),
-        started,
-    };
-    finish(cli, &registry, doc, outcome, &immutable).await
+    Ok((pushed_tags, present_tags))
 }
