@@ -394,8 +394,11 @@ pub fn run(cli: &Cli) -> Result<Code> {
             docs.push(record?);
         }
     }
+    let mut output = Output::new(std::io::stdout().lock(), cli.common.field.clone());
+    // The list is built on the first document, so a --field typo is found before any push.
+    output.check(docs.first().unwrap_or(&Document::default()))?;
     let doc = shared::cli::runtime()?.block_on(join(cli, docs))?;
-    Output::new(std::io::stdout().lock(), cli.common.field.clone()).write(doc)?;
+    output.write(doc)?;
     Ok(exit::SUCCESS)
 }
 
