@@ -1,39 +1,325 @@
-//! The JSON contract every tool keeps (docs/pipeline.md), shown through `ecr-repo` against the
-//! ECR API server: pass-through, streams, flag override, raw fields, malformed input, broken pipe.
+//! The JSON contract every tool keeps (docs/pipeline.md), as one table over every tool: each
+//! runs for real (the ECR API server, the registry, the Docker Engine) with unknown fields in
+//! its input, a stream, `--field`, malformed records, another schema version and a closed
+//! stdout. The side effects of a refused record are shown through `ecr-repo`, whose effects
+//! another client (aws-cli) can see.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::OnceLock;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::harness::{TOOLS, aws_cli, root, tool, unique};
+use crate::harness::{Run, TOOLS, aws_cli, build_for, root, service, tool, unique};
+
+/// What the table's runs share: a build context, a findings file, a Docker config, a
+/// repository in the ECR API server, and an image built and pushed once.
+struct Fixtures {
+    context: tempfile::TempDir,
+    findings: PathBuf,
+    docker_config: tempfile::TempDir,
+    ecr_repository: String,
+    /// img-build's document for the image (registry, repository, tags, image_id).
+    built: Value,
+    /// img-push's documents for two images of two platforms, for img-manifest to join.
+    children: Vec<Value>,
+}
+
+fn fixtures() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let context = tempfile::tempdir().unwrap();
+        std::fs::write(
+            context.path().join("Dockerfile"),
+            format!(
+                "FROM {}\nRUN echo contract > /marker\n",
+                service("IMGPIPE_BASE_IMAGE")
+            ),
+        )
+        .unwrap();
+        let findings = context.path().join("findings.json");
+        std::fs::write(&findings, r#"{"Results":[]}"#).unwrap();
+        // Kept out of the context by its own ignore file, so the context hash stays put.
+        std::fs::write(context.path().join(".dockerignore"), "findings.json\n").unwrap();
+        let ecr_repository = unique("contract-ecr");
+        tool("ecr-repo")
+            .args(["--no-input", "--repository", &ecr_repository])
+            .run()
+            .success();
+        let image = json!({
+            "registry": service("IMGPIPE_REGISTRY"),
+            "repository": unique("contract-img"),
+            "tags": ["t1"],
+        });
+        let built = tool("img-build")
+            .args([context.path()])
+            .stdin(image.to_string())
+            .run()
+            .success()
+            .document();
+        let children = ["linux/amd64", "linux/arm64"]
+            .iter()
+            .map(|platform| {
+                let reference = format!("{}/contract-child:{}", image["registry"].as_str().unwrap(), platform.replace('/', "-"));
+                let id = build_for(platform, &reference, platform);
+                let child = json!({"registry": image["registry"], "repository": "contract-child", "tags": [platform.replace('/', "-")], "image_id": id});
+                tool("img-push").stdin(child.to_string()).run().success().document()
+            })
+            .collect();
+        Fixtures {
+            context,
+            findings,
+            docker_config: tempfile::tempdir().unwrap(),
+            ecr_repository,
+            built,
+            children,
+        }
+    })
+}
+
+/// How the table runs one tool.
+struct Case {
+    /// A run that succeeds on an input holding `needs`.
+    run: Run,
+    /// The fields the input must carry, taken from the fixtures: record `i` of a stream takes
+    /// `needs[i % needs.len()]`.
+    needs: Vec<Map<String, Value>>,
+    /// A field the tool writes, for `--field`.
+    field: &'static str,
+    /// One document out per document in; img-manifest joins its input into one.
+    per_record: bool,
+}
+
+/// The fields of `doc` named.
+fn taken(doc: &Value, names: &[&str]) -> Map<String, Value> {
+    names
+        .iter()
+        .map(|n| ((*n).to_owned(), doc[*n].clone()))
+        .collect()
+}
+
+fn case(name: &str) -> Case {
+    let f = fixtures();
+    let context = f.context.path().to_string_lossy().into_owned();
+    let mut needs = vec![Map::new()];
+    let mut per_record = true;
+    let (run, field) = match name {
+        "ecr-login" => (
+            tool(name).env("DOCKER_CONFIG", f.docker_config.path()),
+            "login.username",
+        ),
+        "ecr-repo" => (
+            tool(name).args(["--repository", &f.ecr_repository]),
+            "repository_uri",
+        ),
+        "img-tag" => (
+            tool(name)
+                .args(["--context", &context, "--commit", &"1".repeat(40)])
+                .args(["--branch", "main", "--registry", "127.0.0.1:5000"])
+                .args(["--repository", "contract", "--tag", "raw:t1"]),
+            "references",
+        ),
+        "img-build" => {
+            needs = vec![taken(&f.built, &["registry", "repository", "tags"])];
+            (tool(name).args([&context]), "image_id")
+        }
+        "img-push" => {
+            needs = vec![taken(
+                &f.built,
+                &["registry", "repository", "tags", "image_id"],
+            )];
+            (tool(name), "digest")
+        }
+        "scan-gate" => (
+            tool(name)
+                .args(["--repository", "contract", "--findings"])
+                .args([&f.findings]),
+            "scan.verdict",
+        ),
+        "lifecycle-set" => (
+            tool(name)
+                .args(["--repository", &f.ecr_repository])
+                .args(["--expire-untagged-after", "14"]),
+            "lifecycle.rules",
+        ),
+        "img-manifest" => {
+            needs = f
+                .children
+                .iter()
+                .map(|child| taken(child, &["registry", "repository", "digest"]))
+                .collect();
+            per_record = false;
+            (
+                tool(name).args(["--tag", "contract-list"]),
+                "manifest.format",
+            )
+        }
+        other => panic!("the contract table has no case for {other}"),
+    };
+    Case {
+        run,
+        needs,
+        field,
+        per_record,
+    }
+}
+
+/// `extra`'s fields, then the case's needs, as one document.
+fn input(case: &Case, extra: &Value) -> Value {
+    record(case, extra, 0)
+}
+
+/// `extra`'s fields, then what record `i` of a stream needs.
+fn record(case: &Case, extra: &Value, i: usize) -> Value {
+    let mut doc = extra.as_object().cloned().unwrap_or_default();
+    doc.extend(case.needs[i % case.needs.len()].clone());
+    Value::Object(doc)
+}
 
 #[test]
-fn unknown_fields_pass_through_unchanged_and_in_order() {
-    let name = unique("contract-pass");
-    let input = json!({
+fn every_tool_keeps_unknown_fields_unchanged_and_in_order() {
+    let unknown = json!({
         "zeta": {"nested": [1, {"deep": true}], "s": "x"},
-        "repository": name,
-        "labels": {"team": "a"},
         "custom_list": [null, 2.5, "z"],
+        "alpha": "a",
     });
-    let out = tool("ecr-repo").stdin(input.to_string()).run();
-    let doc = out.success().document();
-    assert_eq!(doc["zeta"], input["zeta"]);
-    assert_eq!(doc["labels"], input["labels"]);
-    assert_eq!(doc["custom_list"], input["custom_list"]);
-    assert_eq!(doc["schema_version"], 1);
-    let keys: Vec<&String> = doc.as_object().unwrap().keys().collect();
-    assert_eq!(
-        keys[..5],
-        [
-            "schema_version",
-            "zeta",
-            "repository",
-            "labels",
-            "custom_list"
-        ]
-    );
+    for name in TOOLS {
+        let case = case(name);
+        let doc = input(&case, &unknown);
+        let out = case.run.stdin(doc.to_string()).run();
+        let got = out.success().document();
+        for key in ["zeta", "custom_list", "alpha"] {
+            assert_eq!(got[key], unknown[key], "{name} changed {key}{out:?}");
+        }
+        let keys: Vec<&str> = got
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| ["zeta", "custom_list", "alpha"].contains(k))
+            .collect();
+        assert_eq!(keys, ["zeta", "custom_list", "alpha"], "{name}{out:?}");
+        assert_eq!(
+            got.as_object().unwrap().keys().next().map(String::as_str),
+            Some("schema_version"),
+            "{name}{out:?}"
+        );
+    }
+}
+
+#[test]
+fn every_tool_writes_a_line_per_document_as_a_stream_comes() {
+    for name in TOOLS {
+        let case = case(name);
+        let per_record = case.per_record;
+        let stream = (0..2)
+            .map(|i| record(&case, &json!({"n": i + 1}), i).to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let out = case.run.stdin(stream).run();
+        let docs = out.success().documents();
+        let order: Vec<i64> = docs.iter().map(|d| d["n"].as_i64().unwrap()).collect();
+        if per_record {
+            assert_eq!(order, [1, 2], "{name}{out:?}");
+        } else {
+            // img-manifest joins its children: one document, built on the first.
+            assert_eq!(order, [1], "{name}{out:?}");
+            assert_eq!(
+                docs[0]["platforms"].as_array().map(Vec::len),
+                Some(2),
+                "{name}{out:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_tool_prints_one_field_raw_and_refuses_a_field_it_cannot_have() {
+    for name in TOOLS {
+        let case = case(name);
+        let field = case.field;
+        let doc = input(&case, &json!({}));
+        let out = case
+            .run
+            .args(["--field", field])
+            .stdin(doc.to_string())
+            .run();
+        out.success();
+        assert!(
+            !out.stdout.is_empty() && !out.stdout.starts_with('{') && !out.stdout.contains('"'),
+            "{name} --field {field} is not a raw value{out:?}"
+        );
+        let case = self::case(name);
+        let doc = input(&case, &json!({}));
+        case.run
+            .args(["--field", "no_such_field"])
+            .stdin(doc.to_string())
+            .run()
+            .fails(2, &["--field no_such_field", "no field no_such_field"]);
+    }
+}
+
+#[test]
+fn every_tool_refuses_malformed_json_with_its_line_and_column() {
+    for name in TOOLS {
+        let case = case(name);
+        let mut text = input(&case, &json!({})).to_string();
+        text.insert_str(1, "\n  \"broken\": [1,, ],");
+        case.run.stdin(text).run().fails(
+            65,
+            &[
+                "input record 1 is not valid JSON at line 2 column",
+                "expected value",
+            ],
+        );
+    }
+}
+
+#[test]
+fn every_tool_names_the_field_path_of_a_wrong_type_and_another_schema_version() {
+    for name in TOOLS {
+        let case = case(name);
+        let doc = input(&case, &json!({"labels": {"a": 1}}));
+        case.run.stdin(doc.to_string()).run().fails(
+            65,
+            &["input record 1 (line 1): field labels.a: expected a string, found a number"],
+        );
+        let case = self::case(name);
+        let doc = input(&case, &json!({"schema_version": 7}));
+        case.run
+            .stdin(doc.to_string())
+            .run()
+            .fails(65, &["schema_version 7 is not supported"]);
+    }
+}
+
+#[test]
+fn every_tool_ends_quietly_when_its_reader_goes() {
+    for name in TOOLS {
+        let case = case(name);
+        let doc = input(&case, &json!({}));
+        let mut command = case.run.into_command();
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        // Close the reading end before the tool writes anything, as `tool | head -0` would.
+        drop(child.stdout.take());
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{doc}").unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{name}: stderr: {stderr}");
+        assert!(
+            !stderr.contains("panicked")
+                && !stderr.contains("Broken pipe")
+                && !stderr.contains("error"),
+            "{name}: stderr: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -97,36 +383,6 @@ fn flags_override_input_fields() {
 }
 
 #[test]
-fn field_prints_one_value_raw() {
-    let name = unique("contract-field");
-    let out = tool("ecr-repo")
-        .args(["--repository", &name, "--field", "repository_uri"])
-        .run();
-    out.success();
-    let line = out.stdout.trim_end_matches('\n');
-    assert!(
-        !line.contains('"') && line.ends_with(&format!("/{name}")),
-        "{out:?}"
-    );
-    assert_eq!(out.stdout.lines().count(), 1);
-
-    let out = tool("ecr-repo")
-        .args([
-            "--repository",
-            &name,
-            "--field",
-            "repository_settings.tag_mutability",
-        ])
-        .run();
-    assert_eq!(out.success().stdout, "MUTABLE\n");
-
-    tool("ecr-repo")
-        .args(["--repository", &name, "--field", "digest", "-q"])
-        .run()
-        .fails(65, &["no field digest"]);
-}
-
-#[test]
 fn malformed_json_fails_with_line_and_column_and_changes_nothing() {
     let name = unique("contract-bad");
     let input = format!("{{\"repository\": \"{name}\",\n  \"tags\": [\"a\",, ]}}");
@@ -184,32 +440,6 @@ fn empty_stdin_and_no_input_work_from_flags_alone() {
         .success()
         .document();
     assert_eq!(doc.get("ignored"), None::<&Value>);
-}
-
-#[test]
-fn a_closed_stdout_is_a_quiet_success() {
-    let name = unique("contract-pipe");
-    let mut command = tool("ecr-repo").into_command();
-    command
-        .args(["--repository", &name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    // Close the reading end before the tool writes anything, as `tool | head -0` would.
-    drop(child.stdout.take());
-    let mut stdin = child.stdin.take().unwrap();
-    for _ in 0..20 {
-        writeln!(stdin, "{{\"n\":1}}").unwrap();
-    }
-    drop(stdin);
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
-        "stderr: {stderr}"
-    );
 }
 
 #[test]

@@ -249,6 +249,93 @@ impl Run {
     }
 }
 
+/// Runs tools as a shell pipeline, `a | b | c`: each one's stdout is the next one's stdin
+/// through a real pipe, and all run at once, so a tool that waits for its whole input before
+/// writing shows. The first reads the stdin prepared for it; only the last one's stdout is
+/// kept.
+pub fn pipe(runs: impl IntoIterator<Item = Run>) -> Piped {
+    let mut children = Vec::new();
+    let mut displays = Vec::new();
+    let mut first_input = None;
+    let mut previous: Option<std::process::ChildStdout> = None;
+    let mut stderr_readers = Vec::new();
+    for (i, mut run) in runs.into_iter().enumerate() {
+        let stdin = if let Some(out) = previous.take() {
+            Stdio::from(out)
+        } else {
+            first_input = Some(run.stdin.take().unwrap_or_default());
+            Stdio::piped()
+        };
+        assert!(
+            i == 0 || run.stdin.is_none(),
+            "only the first tool of a pipe reads prepared stdin"
+        );
+        run.command
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = run.command.spawn().expect("starting a tool of the pipe");
+        previous = child.stdout.take();
+        let mut stderr = child.stderr.take().expect("stderr");
+        stderr_readers.push(std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        }));
+        displays.push(run.display);
+        children.push(child);
+    }
+    assert!(!children.is_empty(), "a pipe of no tools");
+    let mut stdin = children[0].stdin.take().expect("stdin");
+    let input = first_input.unwrap_or_default();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut last_stdout = previous.expect("the last tool's stdout");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut last_stdout, &mut stdout).expect("stdout is UTF-8");
+    writer.join().expect("stdin writer");
+    let mut stages = children
+        .into_iter()
+        .zip(stderr_readers)
+        .zip(displays)
+        .map(|((mut child, stderr), display)| {
+            let status = child.wait().expect("waiting for a tool of the pipe");
+            Outcome {
+                display,
+                code: status.code(),
+                stdout: String::new(),
+                stderr: stderr.join().expect("stderr reader"),
+            }
+        })
+        .collect::<Vec<_>>();
+    let last = stages.len() - 1;
+    stages[last].stdout = stdout;
+    Piped { stages }
+}
+
+/// A finished pipeline: one outcome per tool, in order. Only the last has stdout.
+pub struct Piped {
+    /// Each tool's outcome.
+    pub stages: Vec<Outcome>,
+}
+
+impl Piped {
+    /// Asserts that every tool of the pipe succeeded; returns the last one's outcome.
+    #[track_caller]
+    pub fn success(&self) -> &Outcome {
+        for stage in &self.stages {
+            stage.success();
+        }
+        self.last()
+    }
+
+    /// The last tool's outcome.
+    pub fn last(&self) -> &Outcome {
+        self.stages.last().expect("a pipe of at least one tool")
+    }
+}
+
 /// What a finished run produced.
 pub struct Outcome {
     display: String,
@@ -516,6 +603,27 @@ pub fn build_small(reference: &str, content: &str) -> String {
     assert!(ok, "docker build: {text}");
     let (ok, id) = docker(&["image", "inspect", "--format", "{{.Id}}", reference]);
     assert!(ok, "docker image inspect {reference}: {id}");
+    id.trim().to_owned()
+}
+
+/// Builds `FROM scratch` plus a file holding `content`, for `platform`, tagged `tag`; returns
+/// the image id. The classic builder records the platform in the image configuration.
+pub fn build_for(platform: &str, tag: &str, content: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), content).unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY f /f\n").unwrap();
+    let (ok, text) = docker(&[
+        "build",
+        "-q",
+        "--platform",
+        platform,
+        "-t",
+        tag,
+        &dir.path().to_string_lossy(),
+    ]);
+    assert!(ok, "docker build --platform {platform}: {text}");
+    let (ok, id) = docker(&["image", "inspect", "--format", "{{.Id}}", tag]);
+    assert!(ok, "{id}");
     id.trim().to_owned()
 }
 

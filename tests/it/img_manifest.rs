@@ -10,28 +10,7 @@ use serde_json::{Value, json};
 use shared::secret::Credentials;
 use shared::secret::Secret;
 
-use crate::harness::{Refs, docker, registry_manifest, service, tool, unique};
-
-/// Builds `FROM scratch` plus a file holding `content`, for `platform`, tagged `tag`; returns
-/// the image id. The classic builder records the platform in the image configuration.
-fn build_for(platform: &str, tag: &str, content: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("f"), content).unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\nCOPY f /f\n").unwrap();
-    let (ok, text) = docker(&[
-        "build",
-        "-q",
-        "--platform",
-        platform,
-        "-t",
-        tag,
-        &dir.path().to_string_lossy(),
-    ]);
-    assert!(ok, "docker build --platform {platform}: {text}");
-    let (ok, id) = docker(&["image", "inspect", "--format", "{{.Id}}", tag]);
-    assert!(ok, "{id}");
-    id.trim().to_owned()
-}
+use crate::harness::{Refs, build_for, registry_manifest, service, tool, unique};
 
 /// Builds and pushes one image per `(platform, tag)` to `registry/repository` with img-push;
 /// returns img-push's documents.

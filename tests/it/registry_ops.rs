@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Outcome, Refs, build_small, registry_manifest, service, tool, unique};
+use crate::harness::{Outcome, Refs, build_small, pipe, registry_manifest, service, tool, unique};
 
 const LIST_TYPE: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -227,7 +227,8 @@ fn retag_of_a_missing_source_is_one_line_and_exit_65() {
 }
 
 /// `img-tag | img-build --skip-if-present --no-cache | img-push` on `dir`, with the tag rules
-/// `raw:<tag>` and `content`, and the Docker Engine at `docker_host`.
+/// `raw:<tag>` and `content`, and the Docker Engine at `docker_host`. Returns the last
+/// document (img-build's `build` passes through img-push) and img-push's outcome.
 fn pipeline(
     dir: &Path,
     registry: &str,
@@ -236,25 +237,19 @@ fn pipeline(
     docker_host: &str,
 ) -> (Value, Outcome) {
     let context = dir.to_string_lossy().into_owned();
-    let tagged = tool("img-tag")
-        .args(["--no-input", "--context", &context])
-        .args(["--commit", &"1".repeat(40), "--branch", "main"])
-        .args(["--registry", registry, "--repository", repository])
-        .args(["--tag", &format!("raw:{tag}"), "--tag", "content"])
-        .run();
-    tagged.success();
-    let built = tool("img-build")
-        .args(["--skip-if-present", "--no-cache", &context])
-        .env("DOCKER_HOST", docker_host)
-        .stdin(tagged.stdout.clone())
-        .run();
-    built.success();
-    let pushed = tool("img-push")
-        .env("DOCKER_HOST", docker_host)
-        .stdin(built.stdout.clone())
-        .run();
-    pushed.success();
-    (built.document(), pushed)
+    let mut piped = pipe([
+        tool("img-tag")
+            .args(["--no-input", "--context", &context])
+            .args(["--commit", &"1".repeat(40), "--branch", "main"])
+            .args(["--registry", registry, "--repository", repository])
+            .args(["--tag", &format!("raw:{tag}"), "--tag", "content"]),
+        tool("img-build")
+            .args(["--skip-if-present", "--no-cache", &context])
+            .env("DOCKER_HOST", docker_host),
+        tool("img-push").env("DOCKER_HOST", docker_host),
+    ]);
+    let doc = piped.success().document();
+    (doc, piped.stages.pop().expect("img-push"))
 }
 
 #[test]
