@@ -241,7 +241,7 @@ impl Context {
         } else {
             // Outside the context, the client reads it and sends it.
             let contents = files::read_regular(&resolved, files::TEXT_LIMIT, "Dockerfile")?;
-            let digest = shared::hex(&Sha256::digest(&contents));
+            let digest = hex::encode(Sha256::digest(&contents));
             Dockerfile::Outside {
                 path: given,
                 name: format!(".dockerfile.{}", &digest[..20]),

@@ -190,7 +190,7 @@ impl ContentHasher {
 
     fn finish(self) -> Summary {
         let mut summary = self.summary;
-        summary.hash = format!("sha256:{}", shared::hex(&self.sha.finalize()));
+        summary.hash = format!("sha256:{}", hex::encode(self.sha.finalize()));
         summary
     }
 }

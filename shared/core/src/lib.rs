@@ -24,15 +24,3 @@ pub mod show;
 
 pub use document::Document;
 pub use error::{Error, Result};
-
-/// Lowercase hexadecimal of `bytes` (digests, fingerprints).
-#[must_use]
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut text, b| {
-            let _ = write!(text, "{b:02x}");
-            text
-        })
-}

@@ -8,6 +8,8 @@ use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use anstyle::{AnsiColor, Style};
+
 /// How much to say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
@@ -89,14 +91,21 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
     let text = args.to_string();
     let args = escape_controls(&text);
     let label = match level {
-        Level::Error => Some(("error", "\x1b[1;31m")),
-        Level::Warn => Some(("warning", "\x1b[1;33m")),
+        Level::Error => Some(("error", AnsiColor::Red)),
+        Level::Warn => Some(("warning", AnsiColor::Yellow)),
         Level::Info | Level::Verbose => None,
     };
     let mut stderr = std::io::stderr().lock();
     let _ = match label {
-        Some((label, code)) if colour() => {
-            writeln!(stderr, "{}: {code}{label}:\x1b[0m {args}", tool())
+        Some((label, colour_of)) if colour() => {
+            let style = Style::new().bold().fg_color(Some(colour_of.into()));
+            writeln!(
+                stderr,
+                "{}: {}{label}:{} {args}",
+                tool(),
+                style.render(),
+                style.render_reset()
+            )
         }
         Some((label, _)) => writeln!(stderr, "{}: {label}: {args}", tool()),
         None => writeln!(stderr, "{}: {args}", tool()),

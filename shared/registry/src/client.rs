@@ -101,7 +101,7 @@ impl Manifest {
 #[must_use]
 pub fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    format!("sha256:{}", shared::hex(&sha2::Sha256::digest(bytes)))
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
 }
 
 /// Runs `lookup` for each of `references` and returns the results in order: the first alone,

@@ -50,7 +50,7 @@ pub async fn key(aws: &aws::Aws) -> Result<(String, Option<Error>)> {
 }
 
 fn entry_path(dir: &Path, identity: &str, region: &str) -> PathBuf {
-    let key = shared::hex(&Sha256::digest(format!("{identity}\n{region}"))[..16]);
+    let key = hex::encode(&Sha256::digest(format!("{identity}\n{region}"))[..16]);
     dir.join(format!("{key}.json"))
 }
 

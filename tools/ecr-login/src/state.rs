@@ -24,7 +24,7 @@ fn fingerprint(credentials: &Credentials) -> String {
         credentials.username,
         credentials.password.expose()
     ));
-    shared::hex(&digest[..12])
+    hex::encode(&digest[..12])
 }
 
 fn load(config: &Path) -> Map<String, Value> {

@@ -5,20 +5,11 @@ use sha2::{Digest, Sha256};
 
 use crate::facts::Facts;
 
-/// A version from a git tag: `v1.2.3`, `1.2.3-rc.1`, `v1.2.3+build.5`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Semver {
-    /// Major version.
-    pub major: u64,
-    /// Minor version.
-    pub minor: u64,
-    /// Patch version.
-    pub patch: u64,
-    /// The prerelease part after `-` (`rc.1`), empty for a release.
-    pub pre: String,
-    /// The build metadata after `+`.
-    pub build: String,
-}
+/// A version from a git tag: `v1.2.3`, `1.2.3-rc.1`, `v1.2.3+build.5`. The semver crate
+/// parses and orders it (a release ranks above its prereleases); img-tag only allows the
+/// leading `v` git tags usually carry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Semver(pub semver::Version);
 
 impl Semver {
     /// Parses a semantic version, with or without a leading `v`.
@@ -28,110 +19,26 @@ impl Semver {
             .strip_prefix('v')
             .or_else(|| text.strip_prefix('V'))
             .unwrap_or(text);
-        let (rest, build) = text.split_once('+').unwrap_or((text, ""));
-        let (core, pre) = rest.split_once('-').unwrap_or((rest, ""));
-        let mut numbers = core.split('.');
-        let number = |part: Option<&str>| -> Option<u64> {
-            let part = part?;
-            if part.is_empty()
-                || (part.len() > 1 && part.starts_with('0'))
-                || !part.bytes().all(|b| b.is_ascii_digit())
-            {
-                return None;
-            }
-            part.parse().ok()
-        };
-        let (major, minor, patch) = (
-            number(numbers.next())?,
-            number(numbers.next())?,
-            number(numbers.next())?,
-        );
-        let identifiers_ok = |s: &str| {
-            s.split('.').all(|id| {
-                !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            })
-        };
-        if numbers.next().is_some()
-            || (rest.contains('-') && !identifiers_ok(pre))
-            || (text.contains('+') && !identifiers_ok(build))
-        {
-            return None;
-        }
-        Some(Self {
-            major,
-            minor,
-            patch,
-            pre: pre.to_owned(),
-            build: build.to_owned(),
-        })
+        semver::Version::parse(text).ok().map(Self)
     }
 
     /// Whether it is a prerelease (`1.2.3-rc.1`).
     #[must_use]
     pub fn is_prerelease(&self) -> bool {
-        !self.pre.is_empty()
+        !self.0.pre.is_empty()
     }
 
     /// The version without a `v`, with prerelease and build parts.
     #[must_use]
     pub fn full(&self) -> String {
-        let mut text = format!("{}.{}.{}", self.major, self.minor, self.patch);
-        if !self.pre.is_empty() {
-            text.push('-');
-            text.push_str(&self.pre);
-        }
-        if !self.build.is_empty() {
-            text.push('+');
-            text.push_str(&self.build);
-        }
-        text
+        self.0.to_string()
     }
 }
 
-impl PartialOrd for Semver {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Semver {
-    /// Semver precedence: a release ranks above its prereleases; build metadata is ignored
-    /// (except as a last tie-break, for a total order).
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.major, self.minor, self.patch)
-            .cmp(&(other.major, other.minor, other.patch))
-            .then_with(|| match (self.pre.is_empty(), other.pre.is_empty()) {
-                (true, true) => std::cmp::Ordering::Equal,
-                (true, false) => std::cmp::Ordering::Greater,
-                (false, true) => std::cmp::Ordering::Less,
-                (false, false) => compare_pre(&self.pre, &other.pre),
-            })
-            .then_with(|| self.build.cmp(&other.build))
-    }
-}
-
-/// Semver's prerelease precedence: identifier by identifier, numbers numerically and below
-/// words, a shorter list first when all else is equal.
-fn compare_pre(left: &str, right: &str) -> std::cmp::Ordering {
-    let mut lefts = left.split('.');
-    let mut rights = right.split('.');
-    loop {
-        match (lefts.next(), rights.next()) {
-            (None, None) => return std::cmp::Ordering::Equal,
-            (None, Some(_)) => return std::cmp::Ordering::Less,
-            (Some(_), None) => return std::cmp::Ordering::Greater,
-            (Some(mine), Some(theirs)) => {
-                let order = match (mine.parse::<u64>(), theirs.parse::<u64>()) {
-                    (Ok(m), Ok(n)) => m.cmp(&n),
-                    (Ok(_), Err(_)) => std::cmp::Ordering::Less,
-                    (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
-                    (Err(_), Err(_)) => mine.cmp(theirs),
-                };
-                if order != std::cmp::Ordering::Equal {
-                    return order;
-                }
-            }
-        }
+impl std::ops::Deref for Semver {
+    type Target = semver::Version;
+    fn deref(&self) -> &semver::Version {
+        &self.0
     }
 }
 
@@ -163,7 +70,7 @@ pub fn sanitize(value: &str) -> Option<String> {
         return Some(tag.to_owned());
     }
     let digest = Sha256::digest(value.as_bytes());
-    let hash = shared::hex(&digest[..4]);
+    let hash = hex::encode(&digest[..4]);
     let keep = MAX_TAG - 8;
     Some(format!(
         "{}-{}",
