@@ -509,3 +509,245 @@ fn input_fields_pass_through_and_explain_tells_why() {
         .run()
         .code(2);
 }
+
+/// A GitHub Actions environment for `event` on `reference`, with the event payload written to
+/// a file as the runner does (`GITHUB_EVENT_PATH`).
+struct GitHub {
+    payload: tempfile::NamedTempFile,
+    vars: Vec<(String, String)>,
+}
+
+impl GitHub {
+    fn new(event: &str, reference: &str, sha: &str, payload: &Value) -> Self {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), payload.to_string()).unwrap();
+        let mut vars = vec![
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_EVENT_NAME", event),
+            ("GITHUB_REF", reference),
+            ("GITHUB_SHA", sha),
+            ("GITHUB_RUN_NUMBER", "7"),
+            ("GITHUB_SERVER_URL", "https://github.com"),
+            ("GITHUB_REPOSITORY", "org/my-app"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect::<Vec<_>>();
+        vars.push((
+            "GITHUB_EVENT_PATH".into(),
+            file.path().to_string_lossy().into_owned(),
+        ));
+        Self {
+            payload: file,
+            vars,
+        }
+    }
+
+    fn with(mut self, name: &str, value: &str) -> Self {
+        self.vars.retain(|(k, _)| k != name);
+        self.vars.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
+#[test]
+fn a_pull_request_gets_pr_n_and_never_its_head_branch_or_latest() {
+    let repo = Repo::new();
+    let head = repo.head();
+    // The head branch of a fork is called main, as the default branch is.
+    let gh = GitHub::new(
+        "pull_request",
+        "refs/pull/12/merge",
+        &head,
+        &json!({"number": 12, "pull_request": {"number": 12, "head": {"ref": "main"}}}),
+    )
+    .with("GITHUB_HEAD_REF", "main")
+    .with("GITHUB_BASE_REF", "main");
+    let rules = [
+        "--tag", "sha", "--tag", "branch", "--tag", "pr", "--tag", "latest",
+    ];
+    let out = img_tag(
+        repo.path(),
+        &gh.env(),
+        &[&rules[..], &["--explain"]].concat(),
+    );
+    let doc = out.success().document();
+    assert_eq!(tags(&doc), [short(&head), "pr-12".into()], "{out:?}");
+    assert_eq!(doc["source"]["kind"], "pull request");
+    assert_eq!(doc["source"]["is_default_branch"], false);
+    for line in [
+        "kind of build: pull request (event pull_request from GITHUB_EVENT_NAME)",
+        "rule branch: skipped (a pull-request build: its tag is pr-12",
+        "rule latest: skipped (a pull-request build never moves latest)",
+    ] {
+        assert!(out.stderr.contains(line), "missing {line:?}{out:?}");
+    }
+    // The default rules on the same build.
+    let doc = img_tag(repo.path(), &gh.env(), &[]).success().document();
+    assert_eq!(tags(&doc), [short(&head), "pr-12".into()]);
+    // A branch push of the same commit still gets its branch and latest.
+    let push = GitHub::new(
+        "push",
+        "refs/heads/main",
+        &head,
+        &json!({"ref": "refs/heads/main"}),
+    );
+    let doc = img_tag(repo.path(), &push.env(), &rules)
+        .success()
+        .document();
+    assert_eq!(tags(&doc), [short(&head), "main".into(), "latest".into()]);
+    assert_eq!(doc["source"]["kind"], "branch");
+}
+
+#[test]
+fn pull_request_target_takes_its_number_from_the_event_payload() {
+    let repo = Repo::new();
+    let head = repo.head();
+    // pull_request_target runs in the base branch: GITHUB_REF is main and GITHUB_SHA its last
+    // commit, while the workflow checked out the pull request's head.
+    let base = "b".repeat(40);
+    let gh = GitHub::new(
+        "pull_request_target",
+        "refs/heads/main",
+        &base,
+        &json!({"number": 34, "pull_request": {"number": 34, "head": {"ref": "feature/z"}}}),
+    )
+    .with("GITHUB_HEAD_REF", "feature/z")
+    .with("GITHUB_BASE_REF", "main");
+    let out = img_tag(
+        repo.path(),
+        &gh.env(),
+        &[
+            "--tag", "sha", "--tag", "branch", "--tag", "pr", "--tag", "latest",
+        ],
+    );
+    let doc = out.success().document();
+    assert_eq!(tags(&doc), [short(&head), "pr-34".into()], "{out:?}");
+    assert_eq!(doc["source"]["provenance"]["pr"], "GITHUB_EVENT_PATH");
+    assert_eq!(
+        doc["source"]["commit"],
+        head.as_str(),
+        "the checkout is what is built"
+    );
+    assert_eq!(doc["source"]["provenance"]["commit"], "git HEAD");
+
+    // A payload whose number is not a number gives no PR, and so no tags at all.
+    std::fs::write(
+        gh.payload.path(),
+        json!({"number": "34; echo pwned", "pull_request": {"number": "34"}}).to_string(),
+    )
+    .unwrap();
+    img_tag(repo.path(), &gh.env(), &[]).fails(
+        65,
+        &[
+            "pull_request_target",
+            "gives its pull-request number",
+            "--pr N",
+        ],
+    );
+    // A payload path that is a FIFO is refused, not waited on.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("event.json");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let env = gh.with("GITHUB_EVENT_PATH", &fifo.to_string_lossy());
+    let mut run = tool("img-tag")
+        .args(["--repository", "my-app", "--context"])
+        .args([repo.path()])
+        .kill_after(std::time::Duration::from_secs(20));
+    for (name, value) in env.env() {
+        run = run.env(name, value);
+    }
+    run.run()
+        .fails(66, &["GitHub event payload", "not a regular file"]);
+}
+
+#[test]
+fn a_prerelease_template_of_version_parts_gives_the_full_version() {
+    let repo = Repo::new();
+    let head = repo.head();
+    let rules = [
+        "--tag",
+        "{major}.{minor}",
+        "--tag",
+        "v{major}",
+        "--tag",
+        "semver",
+        "--tag",
+        "latest",
+        "--latest",
+        "release",
+    ];
+    let beta = GitHub::new(
+        "push",
+        "refs/tags/v2.0.8-beta.67",
+        &head,
+        &json!({"ref": "refs/tags/v2.0.8-beta.67"}),
+    );
+    let out = img_tag(
+        repo.path(),
+        &beta.env(),
+        &[&rules[..], &["--explain"]].concat(),
+    );
+    let doc = out.success().document();
+    assert_eq!(
+        tags(&doc),
+        ["2.0.8-beta.67", "v2.0.8-beta.67"],
+        "a beta never moves 2.0, v2 or latest{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("rule {major}.{minor}: 2.0.8-beta.67 (2.0.8-beta.67 is a prerelease"),
+        "{out:?}"
+    );
+    let release = GitHub::new(
+        "push",
+        "refs/tags/v2.0.8",
+        &head,
+        &json!({"ref": "refs/tags/v2.0.8"}),
+    );
+    let doc = img_tag(repo.path(), &release.env(), &rules)
+        .success()
+        .document();
+    assert_eq!(tags(&doc), ["2.0", "v2", "2.0.8", "2", "latest"]);
+    // A template with another part names one build, so it keeps its parts.
+    let doc = img_tag(repo.path(), &beta.env(), &["--tag", "{major}-{sha}"])
+        .success()
+        .document();
+    assert_eq!(tags(&doc), [format!("2-{}", short(&head))]);
+}
+
+#[test]
+fn a_suffix_or_prefix_may_start_with_a_dash() {
+    let repo = Repo::new();
+    let head = repo.head();
+    let push = GitHub::new(
+        "push",
+        "refs/heads/main",
+        &head,
+        &json!({"ref": "refs/heads/main"}),
+    );
+    for args in [&["--suffix", "-bal"][..], &["--suffix=-bal"][..]] {
+        let doc = img_tag(repo.path(), &push.env(), args).success().document();
+        assert_eq!(
+            tags(&doc),
+            [format!("{}-bal", short(&head)), "latest".into()],
+            "{args:?}"
+        );
+    }
+    let doc = img_tag(
+        repo.path(),
+        &push.env(),
+        &["--tag", "branch", "--prefix", "-x-"],
+    )
+    .success()
+    .document();
+    assert_eq!(tags(&doc), ["x-main"], "a tag cannot start with '-'");
+}

@@ -1,6 +1,9 @@
 //! The facts a tag is made of (commit, branch, git tag, pull request, build number, dates) and
 //! where each came from: a flag, the CI's variables (CodeBuild, GitHub Actions, GitLab CI), or
 //! the local git repository, in that order.
+//!
+//! CI variables are outside input: a pull-request number is taken only as digits, and a
+//! GitHub event payload only for the number it holds.
 
 use chrono::{DateTime, Utc};
 
@@ -65,6 +68,9 @@ pub struct GitFacts {
 pub struct Facts {
     /// The CI system the build runs in (`codebuild`, `github-actions`, `gitlab-ci`), if any.
     pub ci: Option<&'static str>,
+    /// What started the build, as the CI names it (`pull_request_target`,
+    /// `merge_request_event`, `PULL_REQUEST_UPDATED`), if it says.
+    pub event: Option<Fact<String>>,
     /// Whether CodePipeline started the build (CodeBuild's `CODEBUILD_INITIATOR`).
     pub codepipeline: bool,
     /// The full commit id.
@@ -95,6 +101,73 @@ pub struct Facts {
     pub dirty: Option<Fact<bool>>,
     /// Whether the git clone is shallow.
     pub shallow: bool,
+}
+
+/// What kind of build this is, which decides what the tag rules do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A pull (or merge) request: its tag is `pr-N`, never a branch's or `latest`.
+    PullRequest,
+    /// A git tag pushed.
+    Tag,
+    /// A branch pushed.
+    Branch,
+    /// Anything else (a manual build of a commit).
+    Other,
+}
+
+impl Kind {
+    /// The kind, as `--explain` and the docs name it.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::PullRequest => "pull request",
+            Kind::Tag => "tag",
+            Kind::Branch => "branch",
+            Kind::Other => "other",
+        }
+    }
+}
+
+impl Facts {
+    /// The kind of build: a pull request whenever a PR number is known, else a tag, else a
+    /// branch.
+    #[must_use]
+    pub fn kind(&self) -> Kind {
+        if self.pr.is_some() {
+            Kind::PullRequest
+        } else if self.tag.is_some() {
+            Kind::Tag
+        } else if self.branch.is_some() {
+            Kind::Branch
+        } else {
+            Kind::Other
+        }
+    }
+}
+
+/// Whether `text` is a pull-request number as CI systems give it: 1 to 10 digits.
+#[must_use]
+pub fn is_pr_number(text: &str) -> bool {
+    (1..=10).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether a GitHub Actions event is about a pull request, so that its number is in the event
+/// payload (`pull_request`, `pull_request_target`, `pull_request_review`, ...).
+#[must_use]
+pub fn is_github_pr_event(event: &str) -> bool {
+    event.starts_with("pull_request")
+}
+
+/// The pull-request number in a GitHub event payload: `pull_request.number`, else the
+/// top-level `number`. Only a whole number counts.
+#[must_use]
+pub fn github_pr_number(payload: &serde_json::Value) -> Option<String> {
+    payload["pull_request"]["number"]
+        .as_u64()
+        .or_else(|| payload["number"].as_u64())
+        .map(|n| n.to_string())
+        .filter(|n| is_pr_number(n))
 }
 
 /// Whether `text` looks like a git commit id (7 to 40 hex digits).
@@ -141,16 +214,19 @@ fn parse_ref(reference: &str) -> Option<Ref<'_>> {
     }
 }
 
-/// Resolves every fact from `given` flags, the environment (`env`), then `git`.
+/// Resolves every fact from `given` flags, the environment (`env`) and, on GitHub Actions, the
+/// event payload (`GITHUB_EVENT_PATH`, read by the caller), then `git`.
 pub fn resolve(
     given: &Given,
     env: &dyn Fn(&str) -> Option<String>,
+    event_payload: Option<&serde_json::Value>,
     git: Option<&GitFacts>,
     now: DateTime<Utc>,
 ) -> Facts {
     let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     let mut facts = Facts {
         ci: None,
+        event: None,
         codepipeline: false,
         commit: None,
         branch: None,
@@ -184,13 +260,18 @@ pub fn resolve(
     if var("CODEBUILD_BUILD_ID").is_some() {
         codebuild(&mut facts, &var);
     } else if var("GITHUB_ACTIONS").as_deref() == Some("true") {
-        github(&mut facts, &var);
+        github(&mut facts, &var, event_payload);
     } else if var("GITLAB_CI").as_deref() == Some("true") {
         gitlab(&mut facts, &var);
     }
 
     if let Some(git) = git {
         from_git(&mut facts, git);
+    }
+    // pull_request_target runs in the base branch with GITHUB_SHA its last commit, while the
+    // workflow may check out the pull request's head: the checkout says what is built.
+    if facts.ci == Some("github-actions") {
+        set(&mut facts.commit, var("GITHUB_SHA"), "GITHUB_SHA");
     }
     facts
 }
@@ -205,6 +286,11 @@ fn set<T>(slot: &mut Option<Fact<T>>, value: Option<T>, source: &str) {
 
 fn codebuild(facts: &mut Facts, var: &dyn Fn(&str) -> Option<String>) {
     facts.ci = Some("codebuild");
+    set(
+        &mut facts.event,
+        var("CODEBUILD_WEBHOOK_EVENT"),
+        "CODEBUILD_WEBHOOK_EVENT",
+    );
     facts.codepipeline = var("CODEBUILD_INITIATOR").is_some_and(|i| i.starts_with("codepipeline/"));
     set(
         &mut facts.commit,
@@ -242,7 +328,7 @@ fn codebuild(facts: &mut Facts, var: &dyn Fn(&str) -> Option<String>) {
         } else if let Some(n) = trigger.strip_prefix("pr/") {
             set(
                 &mut facts.pr,
-                Some(n.to_owned()),
+                Some(n.to_owned()).filter(|n| is_pr_number(n)),
                 "CODEBUILD_WEBHOOK_TRIGGER",
             );
         }
@@ -252,14 +338,22 @@ fn codebuild(facts: &mut Facts, var: &dyn Fn(&str) -> Option<String>) {
     if let Some(version) = var("CODEBUILD_SOURCE_VERSION").filter(|v| !v.starts_with("arn:")) {
         const SOURCE: &str = "CODEBUILD_SOURCE_VERSION";
         if let Some(n) = version.strip_prefix("pr/") {
-            set(&mut facts.pr, Some(n.to_owned()), SOURCE);
+            set(
+                &mut facts.pr,
+                Some(n.to_owned()).filter(|n| is_pr_number(n)),
+                SOURCE,
+            );
         } else if is_commit_id(&version) {
             set(&mut facts.commit, Some(version), SOURCE);
         } else {
             match parse_ref(&version) {
                 Some(Ref::Branch(b)) => set(&mut facts.branch, Some(b.to_owned()), SOURCE),
                 Some(Ref::Tag(t)) => set(&mut facts.tag, Some(t.to_owned()), SOURCE),
-                Some(Ref::Pull(n)) => set(&mut facts.pr, Some(n.to_owned()), SOURCE),
+                Some(Ref::Pull(n)) => set(
+                    &mut facts.pr,
+                    Some(n.to_owned()).filter(|n| is_pr_number(n)),
+                    SOURCE,
+                ),
                 None => set(&mut facts.branch, Some(version.clone()), SOURCE),
             }
         }
@@ -292,17 +386,43 @@ fn codebuild(facts: &mut Facts, var: &dyn Fn(&str) -> Option<String>) {
     );
 }
 
-fn github(facts: &mut Facts, var: &dyn Fn(&str) -> Option<String>) {
+fn github(
+    facts: &mut Facts,
+    var: &dyn Fn(&str) -> Option<String>,
+    payload: Option<&serde_json::Value>,
+) {
     facts.ci = Some("github-actions");
-    set(&mut facts.commit, var("GITHUB_SHA"), "GITHUB_SHA");
+    set(
+        &mut facts.event,
+        var("GITHUB_EVENT_NAME"),
+        "GITHUB_EVENT_NAME",
+    );
+    let target = var("GITHUB_EVENT_NAME").as_deref() == Some("pull_request_target");
+    if !target {
+        set(&mut facts.commit, var("GITHUB_SHA"), "GITHUB_SHA");
+    }
     set(&mut facts.branch, var("GITHUB_HEAD_REF"), "GITHUB_HEAD_REF");
     if let Some(reference) = var("GITHUB_REF") {
         match parse_ref(&reference) {
-            Some(Ref::Branch(b)) => set(&mut facts.branch, Some(b.to_owned()), "GITHUB_REF"),
+            // On pull_request_target GITHUB_REF is the base branch, not what is built.
+            Some(Ref::Branch(b)) if !target => {
+                set(&mut facts.branch, Some(b.to_owned()), "GITHUB_REF");
+            }
             Some(Ref::Tag(t)) => set(&mut facts.tag, Some(t.to_owned()), "GITHUB_REF"),
-            Some(Ref::Pull(n)) => set(&mut facts.pr, Some(n.to_owned()), "GITHUB_REF"),
-            None => {}
+            Some(Ref::Pull(n)) => set(
+                &mut facts.pr,
+                Some(n.to_owned()).filter(|n| is_pr_number(n)),
+                "GITHUB_REF",
+            ),
+            _ => {}
         }
+    }
+    if var("GITHUB_EVENT_NAME").is_some_and(|e| is_github_pr_event(&e)) {
+        set(
+            &mut facts.pr,
+            payload.and_then(github_pr_number),
+            "GITHUB_EVENT_PATH",
+        );
     }
     set(
         &mut facts.build_number,
@@ -321,6 +441,11 @@ fn github(facts: &mut Facts, var: &dyn Fn(&str) -> Option<String>) {
 
 fn gitlab(facts: &mut Facts, var: &dyn Fn(&str) -> Option<String>) {
     facts.ci = Some("gitlab-ci");
+    set(
+        &mut facts.event,
+        var("CI_PIPELINE_SOURCE"),
+        "CI_PIPELINE_SOURCE",
+    );
     set(&mut facts.commit, var("CI_COMMIT_SHA"), "CI_COMMIT_SHA");
     set(
         &mut facts.branch,
@@ -335,7 +460,7 @@ fn gitlab(facts: &mut Facts, var: &dyn Fn(&str) -> Option<String>) {
     set(&mut facts.tag, var("CI_COMMIT_TAG"), "CI_COMMIT_TAG");
     set(
         &mut facts.pr,
-        var("CI_MERGE_REQUEST_IID"),
+        var("CI_MERGE_REQUEST_IID").filter(|n| is_pr_number(n)),
         "CI_MERGE_REQUEST_IID",
     );
     set(

@@ -41,12 +41,26 @@ TAG RULES (--tag, repeatable; default: sha, semver, pr, latest):
   latest    latest, as --latest allows
   branch    the branch name
   semver    1.2.3, 1.2 and 1 from a version tag v1.2.3 (a prerelease gets only 1.2.3-rc.1)
-  pr        pr-N on pull-request builds
+  pr        pr-N on pull-request builds (GitHub: GITHUB_REF or the event payload)
   batch     the CodeBuild batch build identifier (matrix builds)
   content   ctx-<hash> of the build context as img-build sends it
   raw:TEXT  TEXT itself
   TEMPLATE  any text with placeholders: {sha} {sha_full} {branch} {tag} {version} {major}
-            {minor} {patch} {pr} {build} {build_id} {batch} {date} {content}"
+            {minor} {patch} {pr} {build} {build_id} {batch} {date} {content}. On a
+            prerelease, a template of version parts alone ({major}.{minor}, v{major}) gives
+            the full version (v2.0.8-beta.67), so that a beta never moves 2.0.
+
+ON EACH KIND OF BUILD (--explain names the kind and why a rule was skipped):
+            branch push      tag push          pull request      other
+  sha       a1b2c3d          a1b2c3d           a1b2c3d           a1b2c3d
+  branch    the branch       skipped           skipped           skipped
+  semver    skipped          1.2.3, 1.2, 1     skipped           skipped
+  pr        skipped          skipped           pr-N              skipped
+  latest    on the default   with --latest     never             skipped
+            branch           release
+  A pull request is any build with a PR number: GitHub's pull_request and
+  pull_request_target (the number from GITHUB_EVENT_PATH), GitLab's merge request
+  pipelines (CI_MERGE_REQUEST_IID), CodeBuild's PULL_REQUEST_* webhooks (pr/N)."
 )]
 pub struct Cli {
     /// Repository name (default: the input document's `repository`).
@@ -62,11 +76,21 @@ pub struct Cli {
     pub rules: Vec<Rule>,
 
     /// Put this before every tag but `latest`.
-    #[arg(long, value_name = "TEXT", default_value = "")]
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     pub prefix: String,
 
-    /// Put this after every tag but `latest`.
-    #[arg(long, value_name = "TEXT", default_value = "")]
+    /// Put this after every tag but `latest` (`--suffix -alpine` works as `--suffix=-alpine`).
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     pub suffix: String,
 
     /// When `latest` is applied.
@@ -147,7 +171,23 @@ pub fn run(cli: &Cli) -> Result<Code> {
         default_branch: cli.default_branch.clone(),
     };
     let env = |name: &str| std::env::var(name).ok();
-    let facts = facts::resolve(&given, &env, git.as_ref(), Utc::now());
+    let payload = github_event_payload(&env)?;
+    let facts = facts::resolve(&given, &env, payload.as_ref(), git.as_ref(), Utc::now());
+    // A pull-request event without its number would be tagged as a branch build: the head
+    // branch's tag would move to code nobody merged.
+    if facts.ci == Some("github-actions")
+        && facts.pr.is_none()
+        && let Some(event) = facts
+            .event
+            .as_ref()
+            .filter(|e| facts::is_github_pr_event(&e.value))
+    {
+        return Err(Error::data(format!(
+            "a GitHub {} build, but neither GITHUB_REF nor the event payload (GITHUB_EVENT_PATH) gives its pull-request number",
+            event.value
+        ))
+        .with_hint("pass the number with --pr N"));
+    }
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
         .ok()
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -192,6 +232,29 @@ pub fn run(cli: &Cli) -> Result<Code> {
     shared::cli::runtime()?.block_on(shared::cli::pipeline(&cli.common, async |doc| {
         tagging.document(doc)
     }))
+}
+
+/// The GitHub Actions event payload, read when the build is a pull-request event whose number
+/// GITHUB_REF does not carry (pull_request_target, pull_request_review, ...). The file is
+/// outside input: only a regular file of at most 4 MiB is read.
+fn github_event_payload(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Value>> {
+    let set = |name: &str| env(name).filter(|v| !v.is_empty());
+    if set("GITHUB_ACTIONS").as_deref() != Some("true")
+        || !set("GITHUB_EVENT_NAME").is_some_and(|e| facts::is_github_pr_event(&e))
+        || set("GITHUB_REF").is_some_and(|r| r.starts_with("refs/pull/"))
+    {
+        return Ok(None);
+    }
+    let Some(path) = set("GITHUB_EVENT_PATH") else {
+        return Ok(None);
+    };
+    let what = "the GitHub event payload (GITHUB_EVENT_PATH)";
+    let text =
+        shared::files::read_text(std::path::Path::new(&path), shared::files::TEXT_LIMIT, what)?;
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        Error::data(format!("{what} is not valid JSON: {e}"))
+            .with_hint("pass the pull-request number with --pr N")
+    })
 }
 
 struct Tagging<'a> {
@@ -260,9 +323,12 @@ impl Tagging<'_> {
                 made.push(tag);
             }
             if cli.explain {
-                match &outcome.skipped {
-                    Some(why) => info!("rule {}: skipped ({why})", outcome.rule),
-                    None => info!("rule {}: {}", outcome.rule, made.join(", ")),
+                match (&outcome.skipped, &outcome.note) {
+                    (Some(why), _) => info!("rule {}: skipped ({why})", outcome.rule),
+                    (None, Some(note)) => {
+                        info!("rule {}: {} ({note})", outcome.rule, made.join(", "));
+                    }
+                    (None, None) => info!("rule {}: {}", outcome.rule, made.join(", ")),
                 }
             }
         }
@@ -387,6 +453,7 @@ impl Tagging<'_> {
             ("branch", &f.branch),
             ("tag", &f.tag),
             ("pr", &f.pr),
+            ("event", &f.event),
             ("build_number", &f.build_number),
             ("build_id", &f.build_id),
             ("batch", &f.batch),
@@ -445,6 +512,7 @@ impl Tagging<'_> {
             ),
         );
         values.insert("ci".into(), json!(f.ci));
+        values.insert("kind".into(), json!(f.kind().name()));
         values.insert("shallow".into(), json!(f.shallow));
         values.insert("provenance".into(), Value::Object(provenance));
         Value::Object(values)
@@ -466,6 +534,15 @@ fn explain_facts(facts: &Facts, has_git: bool) {
         },
         if has_git { "found" } else { "none" }
     );
+    match &facts.event {
+        Some(event) => info!(
+            "kind of build: {} (event {} from {})",
+            facts.kind().name(),
+            event.value,
+            event.source
+        ),
+        None => info!("kind of build: {}", facts.kind().name()),
+    }
     show(
         "commit",
         facts

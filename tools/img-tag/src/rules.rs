@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::facts::Facts;
+use crate::facts::{Facts, Kind};
 
 /// A version from a git tag: `v1.2.3`, `1.2.3-rc.1`, `v1.2.3+build.5`. The semver crate
 /// parses and orders it (a release ranks above its prereleases); img-tag only allows the
@@ -191,6 +191,8 @@ pub struct Outcome {
     pub tags: Vec<String>,
     /// Why it produced nothing, if it did not.
     pub skipped: Option<String>,
+    /// Why it produced what it did, where that is not plain (a prerelease's full version).
+    pub note: Option<String>,
 }
 
 /// The inputs rules read besides the facts.
@@ -211,13 +213,16 @@ impl Context<'_> {
             .and_then(|t| Semver::parse(&t.value))
     }
 
-    /// Whether the build is of the default branch.
+    /// Whether the build is of the default branch. A pull request never is, whatever its
+    /// head branch is called (a fork's `main` included).
     #[must_use]
     pub fn is_default_branch(&self) -> bool {
-        self.facts
-            .branch
-            .as_ref()
-            .is_some_and(|b| b.value == self.facts.default_branch.value)
+        self.facts.kind() != Kind::PullRequest
+            && self
+                .facts
+                .branch
+                .as_ref()
+                .is_some_and(|b| b.value == self.facts.default_branch.value)
     }
 
     /// The value of a placeholder, or why there is none.
@@ -288,20 +293,26 @@ pub fn apply(rule: &Rule, cx: &Context<'_>) -> Result<Outcome, Impossible> {
         rule: rule.name(),
         tags,
         skipped: None,
+        note: None,
     };
     let skipped = |why: String| Outcome {
         rule: rule.name(),
         tags: Vec::new(),
         skipped: Some(why),
+        note: None,
     };
+    let pr_build = facts.pr.as_ref().map(|p| &p.value);
     Ok(match rule {
         Rule::Sha => match &facts.commit {
             Some(c) => produced(vec![short(&c.value)]),
             None => skipped("no commit is known".into()),
         },
-        Rule::Branch => match &facts.branch {
-            Some(b) => produced(vec![b.value.clone()]),
-            None => skipped("not a branch build".into()),
+        Rule::Branch => match (&facts.branch, pr_build) {
+            (_, Some(n)) => skipped(format!(
+                "a pull-request build: its tag is pr-{n}; a branch tag would move to the pull request's commit"
+            )),
+            (Some(b), None) => produced(vec![b.value.clone()]),
+            (None, None) => skipped("not a branch build".into()),
         },
         Rule::Pr => match &facts.pr {
             Some(p) => produced(vec![format!("pr-{}", p.value)]),
@@ -333,6 +344,7 @@ pub fn apply(rule: &Rule, cx: &Context<'_>) -> Result<Outcome, Impossible> {
             }
         },
         Rule::Latest => match cx.latest {
+            _ if pr_build.is_some() => skipped("a pull-request build never moves latest".into()),
             LatestPolicy::Never => skipped("the latest policy is never".into()),
             LatestPolicy::DefaultBranch if cx.is_default_branch() => {
                 produced(vec!["latest".into()])
@@ -347,30 +359,71 @@ pub fn apply(rule: &Rule, cx: &Context<'_>) -> Result<Outcome, Impossible> {
                 None => skipped("not a release build".into()),
             },
         },
-        Rule::Template(template) => {
-            let mut text = String::new();
-            let mut rest = template.as_str();
-            while let Some(start) = rest.find('{') {
-                text.push_str(&rest[..start]);
-                let after = &rest[start + 1..];
-                let end = after.find('}').unwrap_or(after.len());
-                let value = cx.placeholder(&after[..end]).map_err(|why| Impossible {
-                    rule: rule.name(),
-                    why,
-                })?;
-                if value.is_empty() {
-                    return Err(Impossible {
-                        rule: rule.name(),
-                        why: format!("{{{}}} is empty", &after[..end]),
-                    });
-                }
-                text.push_str(&value);
-                rest = after.get(end + 1..).unwrap_or("");
-            }
-            text.push_str(rest);
-            produced(vec![text])
-        }
+        Rule::Template(template) => template_outcome(rule, template, cx)?,
     })
+}
+
+/// A template's tag: each placeholder filled in, or the full version on a prerelease.
+fn template_outcome(rule: &Rule, template: &str, cx: &Context<'_>) -> Result<Outcome, Impossible> {
+    let produced = |tags: Vec<String>| Outcome {
+        rule: rule.name(),
+        tags,
+        skipped: None,
+        note: None,
+    };
+    if let Some(v) = cx.version().filter(Semver::is_prerelease)
+        && let Some(tag) = prerelease_template(template, &v)
+    {
+        return Ok(Outcome {
+            note: Some(format!(
+                "{} is a prerelease: a template of version parts gives its full version, so that it never moves a release's tag",
+                v.full()
+            )),
+            ..produced(vec![tag])
+        });
+    }
+    let mut text = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        text.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        let end = after.find('}').unwrap_or(after.len());
+        let value = cx.placeholder(&after[..end]).map_err(|why| Impossible {
+            rule: rule.name(),
+            why,
+        })?;
+        if value.is_empty() {
+            return Err(Impossible {
+                rule: rule.name(),
+                why: format!("{{{}}} is empty", &after[..end]),
+            });
+        }
+        text.push_str(&value);
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    text.push_str(rest);
+    Ok(produced(vec![text]))
+}
+
+/// A template made only of version parts (`{major}.{minor}`, `v{major}`) on a prerelease:
+/// the full version in place of the parts, the text around them kept (`v2.0.8-beta.67`), as
+/// metadata-action's semver patterns do. Otherwise `2.0` would move to every beta of 2.0.
+/// `None` for a template with another placeholder (`{major}-{sha}` names one build anyway)
+/// or only `{version}`, which is the full version already.
+fn prerelease_template(template: &str, version: &Semver) -> Option<String> {
+    let names = placeholders(template).ok()?;
+    let parts = ["major", "minor", "patch", "version"];
+    if names.iter().any(|n| !parts.contains(&n.as_str())) || names.iter().all(|n| n == "version") {
+        return None;
+    }
+    let first = template.find('{')?;
+    let last = template.rfind('}')?;
+    Some(format!(
+        "{}{}{}",
+        &template[..first],
+        version.full(),
+        &template[last + 1..]
+    ))
 }
 
 #[cfg(test)]
