@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
 
-use crate::harness::{Run, TOOLS, aws_cli, build_for, root, service, tool, unique};
+use crate::harness::{Run, TOOLS, aws_cli, build_for, in_terminal, root, service, tool, unique};
 
 /// What the table's runs share: a build context, a findings file, a Docker config, a
 /// repository in the ECR API server, and an image built and pushed once.
@@ -291,6 +291,40 @@ fn every_tool_names_the_field_path_of_a_wrong_type_and_another_schema_version() 
             .stdin(doc.to_string())
             .run()
             .fails(65, &["schema_version 7 is not supported"]);
+    }
+}
+
+#[test]
+fn every_tool_prints_its_document_pretty_on_a_terminal_and_compact_in_a_pipe() {
+    for name in TOOLS {
+        let case = case(name);
+        let doc = input(&case, &json!({"zeta": [1, 2]}));
+        let out = in_terminal(case.run, Some(doc.to_string().as_bytes()));
+        assert_eq!(out.code, Some(0), "{name}{out:?}");
+        // The terminal turns each \n into \r\n; the document is the text from its first
+        // line, `{`, to its last, `}`.
+        let text = out.stdout.replace("\r\n", "\n");
+        let start = text
+            .find("{\n  \"schema_version\": 1,\n")
+            .unwrap_or_else(|| panic!("{name}: no pretty-printed document on the terminal{out:?}"));
+        let end = text.rfind("\n}").expect("the document's end") + 2;
+        let shown: Value = serde_json::from_str(&text[start..end]).unwrap_or_else(|e| {
+            panic!("{name}: the terminal's document does not parse: {e}{out:?}")
+        });
+        assert_eq!(shown["zeta"], json!([1, 2]), "{name}{out:?}");
+        assert!(
+            text[start..end].contains("\n  \"zeta\": [\n    1,\n    2\n  ]"),
+            "{name}{out:?}"
+        );
+        // Piped, the same run is one compact line.
+        let case = self::case(name);
+        let out = case.run.stdin(doc.to_string()).run();
+        out.success();
+        assert_eq!(out.stdout.lines().count(), 1, "{name}{out:?}");
+        assert!(
+            out.stdout.starts_with("{\"schema_version\":1,"),
+            "{name}{out:?}"
+        );
     }
 }
 

@@ -314,6 +314,55 @@ pub fn pipe(runs: impl IntoIterator<Item = Run>) -> Piped {
     Piped { stages }
 }
 
+/// Runs the tool in a pseudo-terminal, as a person at a terminal would (util-linux `script`):
+/// stdout and stderr are the terminal, 120 columns wide, and both land in the outcome's
+/// `stdout` as the terminal received them (escape sequences and `\r\n` included). Stdin is
+/// `input` through a file when given, else the terminal.
+pub fn in_terminal(run: Run, input: Option<&[u8]>) -> Outcome {
+    let display = format!("(in a terminal) {}", run.display);
+    let command = run.command;
+    let quote =
+        |text: &std::ffi::OsStr| format!("'{}'", text.to_string_lossy().replace('\'', "'\\''"));
+    let mut line = String::from("stty cols 120 rows 50; exec ");
+    line.push_str(&quote(command.get_program()));
+    for arg in command.get_args() {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    let input_file = input.map(|bytes| {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), bytes).expect("writing the input");
+        file
+    });
+    if let Some(file) = &input_file {
+        line.push_str(" < ");
+        line.push_str(&quote(file.path().as_os_str()));
+    }
+    let mut script = Command::new("script");
+    script.args(["-q", "-e", "-c", &line, "/dev/null"]);
+    script.env_clear();
+    // A terminal names itself; the run's own TERM, if it sets one, wins.
+    script.env("TERM", "xterm-256color");
+    for (name, value) in command.get_envs() {
+        if let Some(value) = value {
+            script.env(name, value);
+        }
+    }
+    if let Some(dir) = command.get_current_dir() {
+        script.current_dir(dir);
+    }
+    let output = script
+        .stdin(Stdio::null())
+        .output()
+        .expect("running util-linux script (a pseudo-terminal)");
+    Outcome {
+        display,
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
 /// A finished pipeline: one outcome per tool, in order. Only the last has stdout.
 pub struct Piped {
     /// Each tool's outcome.

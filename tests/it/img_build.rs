@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{docker, registry_manifest, service, tool, unique};
+use crate::harness::{Refs, docker, in_terminal, registry_manifest, service, tool, unique};
 
 /// Removes the named images when the test ends, whatever happens.
 struct Images(Vec<String>);
@@ -703,4 +703,67 @@ fn buildkit_inline_cache_serves_cache_from_after_local_images_are_removed() {
             .contains(&format!("importing cache manifest from {image}")),
         "{out:?}"
     );
+}
+
+#[test]
+fn on_a_terminal_the_steps_are_redrawn_in_place_and_in_a_log_they_are_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN echo one; sleep 1; echo two\nRUN echo three\n",
+            service("IMGPIPE_BASE_IMAGE")
+        ),
+    )
+    .unwrap();
+    let registry = service("IMGPIPE_REGISTRY");
+    let repository = unique("live-build");
+    let _refs = Refs(vec![format!("{registry}/{repository}:t")]);
+    let doc = serde_json::json!({"registry": registry, "repository": repository, "tags": ["t"]});
+    let context = dir.path().to_string_lossy().into_owned();
+
+    let out = in_terminal(
+        tool("img-build").args(["--no-cache", &context]),
+        Some(doc.to_string().as_bytes()),
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let screen = &out.stdout;
+    // Rows cleared and drawn again, the cursor moved back up over them.
+    assert!(
+        screen.contains("\u{1b}[2K") && screen.contains("\u{1b}[1A"),
+        "{out:?}"
+    );
+    for row in [
+        "[2/3] RUN echo one; sleep 1; echo two DONE",
+        "[3/3] RUN echo three DONE",
+        "building: 3 steps done",
+    ] {
+        assert!(screen.contains(row), "no {row:?} on the terminal{out:?}");
+    }
+    assert!(
+        screen.contains("\r\n  \"image_id\": \"sha256:"),
+        "the document is pretty on a terminal{out:?}"
+    );
+
+    // In a CI log: plain lines, each step's output on its own, no escape sequences.
+    let out = tool("img-build")
+        .args(["--no-cache", &context])
+        .stdin(doc.to_string())
+        .run();
+    out.success();
+    assert!(!out.stderr.contains('\u{1b}'), "{out:?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    for wanted in [
+        " [2/3] RUN echo one; sleep 1; echo two",
+        " one",
+        " two",
+        " three",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("img-build: #") && l.ends_with(wanted)),
+            "no line ending {wanted:?}{out:?}"
+        );
+    }
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::harness::{Refs, build_small, docker, registry_manifest, service, tool, unique};
+use crate::harness::{
+    Refs, build_small, docker, in_terminal, registry_manifest, service, tool, unique,
+};
 
 fn image_id(image: &str) -> String {
     let (ok, text) = docker(&["image", "inspect", "--format", "{{.Id}}", image]);
@@ -480,4 +482,68 @@ fn a_registry_stopped_mid_push_fails_cleanly_and_one_restarted_in_time_completes
         std::fs::read_to_string(&artifact).unwrap(),
         format!("{}/{back}:1\n", registry.host)
     );
+}
+
+#[test]
+fn on_a_terminal_layers_are_bars_redrawn_in_place_and_in_a_log_they_are_lines() {
+    let registry = service("IMGPIPE_REGISTRY");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {}\nRUN head -c 3000000 /dev/urandom > /blob\n",
+            service("IMGPIPE_BASE_IMAGE")
+        ),
+    )
+    .unwrap();
+    let local = format!("{}:latest", unique("live-push-src"));
+    let (ok, text) = docker(&["build", "-q", "-t", &local, &dir.path().to_string_lossy()]);
+    assert!(ok, "docker build: {text}");
+    let mut refs = Refs(vec![local.clone()]);
+    let mut push = |repository: &str| {
+        refs.0.push(format!("{registry}/{repository}:t"));
+        json!({"registry": registry, "repository": repository, "tags": ["t"], "image_id": local})
+    };
+
+    let doc = push(&unique("live-push"));
+    let out = in_terminal(tool("img-push"), Some(doc.to_string().as_bytes()));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let screen = &out.stdout;
+    assert!(
+        screen.contains("\u{1b}[2K") && screen.contains("\u{1b}[1A"),
+        "{out:?}"
+    );
+    for row in [
+        "[==",
+        "/ 2.86 MiB",
+        "layer of 3.0 MB: pushed",
+        "layers pushed ",
+    ] {
+        assert!(screen.contains(row), "no {row:?} on the terminal{out:?}");
+    }
+    assert!(screen.contains("\r\n  \"digest\": \"sha256:"), "{out:?}");
+
+    // A terminal that cannot redraw (TERM=dumb) gets the plain lines, not nothing.
+    let doc = push(&unique("live-push"));
+    let out = in_terminal(
+        tool("img-push").env("TERM", "dumb"),
+        Some(doc.to_string().as_bytes()),
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(!out.stdout.contains("\u{1b}[1A"), "{out:?}");
+    assert!(out.stdout.contains("already in the registry"), "{out:?}");
+
+    // In a CI log: lines only, no bars and no escape sequences.
+    let doc = push(&unique("live-push"));
+    let out = tool("img-push").stdin(doc.to_string()).run();
+    out.success();
+    assert!(
+        !out.stderr.contains('\u{1b}') && !out.stderr.contains("[=="),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains(" pushed, ") && out.stderr.contains("already in the registry"),
+        "{out:?}"
+    );
+    drop(refs);
 }

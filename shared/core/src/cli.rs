@@ -200,7 +200,7 @@ where
     F: AsyncFnMut(Document) -> Result<R>,
     R: Into<Answer>,
 {
-    let mut output = Output::new(std::io::stdout().lock(), common.field.clone());
+    let mut output = Output::stdout(common.field.clone());
     let mut answer = exit::SUCCESS;
     let mut run = async |doc: Document, output: &mut Output<_>| -> Result<()> {
         output.check(&doc)?;

@@ -178,16 +178,38 @@ pub fn print_pretty(value: &Value) -> Result<()> {
         .map_err(|e| Error::write_io("writing to standard output", &e))
 }
 
-/// Writes documents to stdout: whole, one compact line each, or one field raw.
+/// Writes documents to stdout: whole, one compact line each, or one field raw. A person
+/// reading a terminal gets each document pretty-printed instead ([`Output::stdout`]).
 pub struct Output<W: Write> {
     out: W,
     field: Option<String>,
+    pretty: bool,
+}
+
+impl Output<io::StdoutLock<'static>> {
+    /// Writes to stdout: pretty-printed when stdout is a terminal (a person reads it), one
+    /// compact line per document when it is a pipe or a file (the next tool reads it).
+    #[must_use]
+    pub fn stdout(field: Option<String>) -> Self {
+        use std::io::IsTerminal;
+        let stdout = io::stdout();
+        let pretty = stdout.is_terminal();
+        Self {
+            out: stdout.lock(),
+            field,
+            pretty,
+        }
+    }
 }
 
 impl<W: Write> Output<W> {
     /// Writes to `out`; with `field`, writes only that field's value, raw (see [`raw_lines`]).
     pub fn new(out: W, field: Option<String>) -> Self {
-        Self { out, field }
+        Self {
+            out,
+            field,
+            pretty: false,
+        }
     }
 
     /// Checks, before a step acts on `input`, that `--field` can name something in its result:
@@ -216,8 +238,12 @@ impl<W: Write> Output<W> {
         match &self.field {
             None => {
                 let value = document.into_value();
-                serde_json::to_writer(&mut self.out, &value)
-                    .map_err(|e| stdout_error(&io::Error::from(e)))?;
+                let written = if self.pretty {
+                    serde_json::to_writer_pretty(&mut self.out, &value)
+                } else {
+                    serde_json::to_writer(&mut self.out, &value)
+                };
+                written.map_err(|e| stdout_error(&io::Error::from(e)))?;
                 self.out.write_all(b"\n").map_err(|e| stdout_error(&e))?;
             }
             Some(path) => {

@@ -82,6 +82,23 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(escaped)
 }
 
+/// Where messages go instead of straight to stderr while a live display owns the terminal.
+type Sink = Box<dyn Fn(&str) + Send + Sync>;
+
+fn sink() -> &'static std::sync::RwLock<Option<Sink>> {
+    static SINK: OnceLock<std::sync::RwLock<Option<Sink>>> = OnceLock::new();
+    SINK.get_or_init(|| std::sync::RwLock::new(None))
+}
+
+/// Sends every message line to `to` (a live display prints it above its rows, so the two never
+/// tear each other), or, with `None`, back to stderr.
+pub fn redirect(to: Option<Sink>) {
+    let mut slot = sink()
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *slot = to;
+}
+
 /// Writes one message at `level`, on one line: control characters in it are escaped (see
 /// [`escape_controls`]). A failed write to stderr is ignored: there is nowhere left to report it.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
@@ -95,21 +112,27 @@ pub fn write(level: Level, args: fmt::Arguments<'_>) {
         Level::Warn => Some(("warning", AnsiColor::Yellow)),
         Level::Info | Level::Verbose => None,
     };
-    let mut stderr = std::io::stderr().lock();
-    let _ = match label {
+    let line = match label {
         Some((label, colour_of)) if colour() => {
             let style = Style::new().bold().fg_color(Some(colour_of.into()));
-            writeln!(
-                stderr,
+            format!(
                 "{}: {}{label}:{} {args}",
                 tool(),
                 style.render(),
                 style.render_reset()
             )
         }
-        Some((label, _)) => writeln!(stderr, "{}: {label}: {args}", tool()),
-        None => writeln!(stderr, "{}: {args}", tool()),
+        Some((label, _)) => format!("{}: {label}: {args}", tool()),
+        None => format!("{}: {args}", tool()),
     };
+    let redirected = sink()
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(to) = redirected.as_ref() {
+        to(&line);
+    } else {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
 }
 
 /// Logs what the tool did, unless `-q`.

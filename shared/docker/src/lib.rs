@@ -5,6 +5,8 @@
 //! `DOCKER_TLS_VERIFY` and the certificates in `DOCKER_CERT_PATH`. The API version is negotiated,
 //! so Engine 20.10 and newer both work.
 
+pub mod live;
+
 use std::time::Duration;
 
 use bollard::Docker;

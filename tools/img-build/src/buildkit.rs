@@ -88,10 +88,49 @@ fn seconds(started: Option<(i64, i32)>, done: Option<(i64, i32)>) -> Option<f64>
     Some(s.max(0.0))
 }
 
+/// One line of a build's progress, about one vertex: its name when it starts, a line of its
+/// output, or how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// The vertex's number in the output (`#4`).
+    pub vertex: usize,
+    /// What the line says.
+    pub kind: LineKind,
+    /// The text, without the number.
+    pub text: String,
+}
+
+/// What a [`Line`] says of its vertex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineKind {
+    /// The vertex started: the text is its name.
+    Start,
+    /// A line of its output, or a warning.
+    Output,
+    /// It ended: `DONE 1.2s`, `CACHED` or `ERROR: ...`.
+    End,
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{} {}", self.vertex, self.text)
+    }
+}
+
 impl Trace {
-    /// Takes one status message; returns the lines to show, in order.
-    pub fn feed(&mut self, status: &StatusResponse) -> Vec<String> {
+    /// The name of vertex `number`, as BuildKit gives it.
+    #[must_use]
+    pub fn name_of(&self, number: usize) -> Option<String> {
+        self.vertexes
+            .values()
+            .find(|v| v.number == number)
+            .map(|v| plain(&v.name))
+    }
+
+    /// Takes one status message; returns its lines, in order, each with its vertex.
+    pub fn feed_lines(&mut self, status: &StatusResponse) -> Vec<Line> {
         let mut out = Vec::new();
+        let line = |vertex: usize, kind: LineKind, text: String| Line { vertex, kind, text };
         for v in &status.vertexes {
             let mut failed_now = false;
             let mut counted = None;
@@ -102,32 +141,40 @@ impl Trace {
                 }
                 if !vertex.announced && (v.started.is_some() || v.cached || v.completed.is_some()) {
                     vertex.announced = true;
-                    out.push(format!(
-                        "#{} {}",
+                    out.push(line(
                         number(vertex, &mut self.shown),
-                        plain(&vertex.name)
+                        LineKind::Start,
+                        plain(&vertex.name),
                     ));
                 }
                 if !vertex.finished && (v.completed.is_some() || !v.error.is_empty()) {
                     vertex.finished = true;
                     let n = number(vertex, &mut self.shown);
-                    if let Some(line) = take_partial(vertex) {
-                        out.push(format!("#{n} {line}"));
+                    if let Some(rest) = take_partial(vertex) {
+                        out.push(line(n, LineKind::Output, rest));
                     }
                     if !v.error.is_empty() {
-                        out.push(format!("#{n} ERROR: {}", shared::cli::one_line(&v.error)));
+                        out.push(line(
+                            n,
+                            LineKind::End,
+                            format!("ERROR: {}", shared::cli::one_line(&v.error)),
+                        ));
                         failed_now = true;
                     } else if v.cached {
-                        out.push(format!("#{n} CACHED"));
+                        out.push(line(n, LineKind::End, "CACHED".into()));
                     } else {
                         let took = seconds(
                             v.started.as_ref().map(|t| (t.seconds, t.nanos)),
                             v.completed.as_ref().map(|t| (t.seconds, t.nanos)),
                         );
-                        out.push(match took {
-                            Some(s) => format!("#{n} DONE {s:.1}s"),
-                            None => format!("#{n} DONE"),
-                        });
+                        out.push(line(
+                            n,
+                            LineKind::End,
+                            match took {
+                                Some(s) => format!("DONE {s:.1}s"),
+                                None => "DONE".into(),
+                            },
+                        ));
                     }
                     if is_step(&vertex.name) {
                         counted = Some(v.cached);
@@ -148,18 +195,22 @@ impl Trace {
             let vertex = entry(&mut self.vertexes, &log.vertex);
             vertex.partial.push_str(&String::from_utf8_lossy(&log.msg));
             while let Some(end) = vertex.partial.find('\n') {
-                let line: String = vertex.partial.drain(..=end).collect();
-                let line = plain(line.trim_end_matches(['\n', '\r']));
-                remember(vertex, &line);
+                let text: String = vertex.partial.drain(..=end).collect();
+                let text = plain(text.trim_end_matches(['\n', '\r']));
+                remember(vertex, &text);
                 let n = number(vertex, &mut self.shown);
-                out.push(format!("#{n} {line}"));
+                out.push(line(n, LineKind::Output, text));
             }
         }
         for warning in &status.warnings {
             let n = number(entry(&mut self.vertexes, &warning.vertex), &mut self.shown);
-            out.push(format!(
-                "#{n} WARNING: {}",
-                plain(&String::from_utf8_lossy(&warning.short))
+            out.push(line(
+                n,
+                LineKind::Output,
+                format!(
+                    "WARNING: {}",
+                    plain(&String::from_utf8_lossy(&warning.short))
+                ),
             ));
         }
         out
@@ -214,6 +265,14 @@ fn remember(vertex: &mut Vertex, line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The lines of one status message as a plain log shows them.
+    fn feed(t: &mut Trace, status: &StatusResponse) -> Vec<String> {
+        t.feed_lines(status)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
     use bollard::moby::buildkit::v1::{Vertex as V, VertexLog};
 
     /// A vertex started and maybe completed at these seconds (bollard does not export the
@@ -273,35 +332,44 @@ mod tests {
     #[test]
     fn plain_lines_per_vertex_with_cache_and_times() {
         let mut t = Trace::default();
-        let mut lines = t.feed(&StatusResponse {
-            vertexes: vec![
-                timed(vertex("a", "[internal] load .dockerignore"), 10.0, None),
-                timed(
-                    V {
-                        cached: true,
-                        ..vertex("b", "[1/3] FROM local/busybox:1")
-                    },
-                    10.0,
-                    Some(10.0),
-                ),
-            ],
-            ..StatusResponse::default()
-        });
-        lines.extend(t.feed(&StatusResponse {
-            vertexes: vec![timed(vertex("c", "[2/3] RUN make"), 11.0, None)],
-            logs: vec![
-                log("c", "compil"),
-                log("c", "ing\n\u{1b}[1mdone\u{1b}[0m\nrest"),
-            ],
-            ..StatusResponse::default()
-        }));
-        lines.extend(t.feed(&StatusResponse {
-            vertexes: vec![
-                timed(vertex("c", "[2/3] RUN make"), 11.0, Some(13.5)),
-                timed(vertex("a", ""), 10.0, Some(10.1)),
-            ],
-            ..StatusResponse::default()
-        }));
+        let mut lines = feed(
+            &mut t,
+            &StatusResponse {
+                vertexes: vec![
+                    timed(vertex("a", "[internal] load .dockerignore"), 10.0, None),
+                    timed(
+                        V {
+                            cached: true,
+                            ..vertex("b", "[1/3] FROM local/busybox:1")
+                        },
+                        10.0,
+                        Some(10.0),
+                    ),
+                ],
+                ..StatusResponse::default()
+            },
+        );
+        lines.extend(feed(
+            &mut t,
+            &StatusResponse {
+                vertexes: vec![timed(vertex("c", "[2/3] RUN make"), 11.0, None)],
+                logs: vec![
+                    log("c", "compil"),
+                    log("c", "ing\n\u{1b}[1mdone\u{1b}[0m\nrest"),
+                ],
+                ..StatusResponse::default()
+            },
+        ));
+        lines.extend(feed(
+            &mut t,
+            &StatusResponse {
+                vertexes: vec![
+                    timed(vertex("c", "[2/3] RUN make"), 11.0, Some(13.5)),
+                    timed(vertex("a", ""), 10.0, Some(10.1)),
+                ],
+                ..StatusResponse::default()
+            },
+        ));
         assert_eq!(
             lines,
             [
@@ -328,12 +396,15 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n")
             + "\n";
-        t.feed(&StatusResponse {
-            vertexes: vec![timed(vertex("x", "[2/2] RUN ./test.sh"), 1.0, None)],
-            logs: vec![log("x", &input), log("other", "unrelated\n")],
-            ..StatusResponse::default()
-        });
-        let lines = t.feed(&StatusResponse {
+        feed(
+            &mut t,
+            &StatusResponse {
+                vertexes: vec![timed(vertex("x", "[2/2] RUN ./test.sh"), 1.0, None)],
+                logs: vec![log("x", &input), log("other", "unrelated\n")],
+                ..StatusResponse::default()
+            },
+        );
+        let lines = feed(&mut t, &StatusResponse {
             vertexes: vec![timed(V {
                 error: "process \"/bin/sh -c ./test.sh\" did not complete successfully: exit code: 3"
                     .to_owned(),

@@ -3,6 +3,7 @@
 use bollard::models::{BuildInfoAux, ImageId};
 use context::{Context, Summary};
 use docker::Engine;
+use docker::live::Live;
 use futures_util::StreamExt;
 use shared::error::chain;
 use shared::{Error, Result, info, warn};
@@ -10,7 +11,7 @@ use shared::{Error, Result, info, warn};
 use crate::CHUNK;
 use crate::LAST_LINES;
 use crate::body::ChunkWriter;
-use crate::buildkit;
+use crate::buildkit::{self, LineKind};
 
 /// What the build output said, step by step.
 #[derive(Debug, Default)]
@@ -121,6 +122,7 @@ pub(crate) async fn stream_build(
         .build_image(options, None, Some(bollard::body_try_stream(body)));
     let mut progress = Progress::default();
     let mut trace = buildkit::Trace::default();
+    let mut live = Live::start("building");
     let mut image_id: Option<String> = None;
     let mut failure: Option<Error> = None;
     while let Some(item) = stream.next().await {
@@ -136,8 +138,14 @@ pub(crate) async fn stream_build(
                         image_id = Some(id.clone());
                     }
                     Some(BuildInfoAux::BuildKit(status)) => {
-                        for line in trace.feed(status) {
-                            info!("{line}");
+                        let lines = trace.feed_lines(status);
+                        match &mut live {
+                            Some(live) => show_live(live, &trace, &lines),
+                            None => {
+                                for line in lines {
+                                    info!("{line}");
+                                }
+                            }
                         }
                     }
                     _ => {}
@@ -162,6 +170,7 @@ pub(crate) async fn stream_build(
     if let Some(line) = progress.finish() {
         info!("{line}");
     }
+    drop(live);
     drop(stream);
     let sent = match writer.await {
         Ok(result) => result,
@@ -193,6 +202,26 @@ pub(crate) async fn stream_build(
         progress.cached = trace.cached;
     }
     Ok((image_id, progress, summary))
+}
+
+/// BuildKit's lines on the live display: a row per vertex with its name, then its last output
+/// line, then how it ended; the header counts the steps.
+fn show_live(live: &mut Live, trace: &buildkit::Trace, lines: &[buildkit::Line]) {
+    for line in lines {
+        let key = format!("{:06}", line.vertex);
+        let name = trace.name_of(line.vertex).unwrap_or_default();
+        match line.kind {
+            LineKind::Start => live.text(&key, &format!("#{} {}", line.vertex, line.text)),
+            LineKind::Output => live.text(&key, &format!("#{} {name}: {}", line.vertex, line.text)),
+            LineKind::End => {
+                live.done(&key, &format!("#{} {name} {}", line.vertex, line.text));
+                live.title(&format!(
+                    "building: {} steps done, {} from the cache",
+                    trace.steps, trace.cached
+                ));
+            }
+        }
+    }
 }
 
 pub(crate) fn step_failed(

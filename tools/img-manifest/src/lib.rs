@@ -394,7 +394,7 @@ pub fn run(cli: &Cli) -> Result<Code> {
             docs.push(record?);
         }
     }
-    let mut output = Output::new(std::io::stdout().lock(), cli.common.field.clone());
+    let mut output = Output::stdout(cli.common.field.clone());
     // The list is built on the first document, so a --field typo is found before any push.
     output.check(docs.first().unwrap_or(&Document::default()))?;
     let doc = shared::cli::runtime()?.block_on(join(cli, docs))?;

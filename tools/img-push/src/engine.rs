@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::query_parameters::PushImageOptionsBuilder;
 use docker::Engine;
+use docker::live::Live;
 use futures_util::StreamExt;
 use shared::error::chain;
 use shared::exit::{self};
@@ -105,9 +106,12 @@ pub(crate) struct Stream {
     pub(crate) existing: u64,
 }
 
-/// Per-layer progress on stderr: every change when stderr is a terminal, else a line every
-/// few seconds (a CI log should not hold a line per megabyte).
+/// Per-layer progress on stderr: a live display of the layers' bars when stderr is a terminal
+/// ([`Live`]), else a line every few seconds (a CI log should not hold a line per megabyte).
 pub(crate) struct Progress {
+    pub(crate) live: Option<Live>,
+    /// Layers (by size) whose row is finished on the live display.
+    pub(crate) shown_done: std::collections::BTreeSet<i64>,
     pub(crate) name: String,
     pub(crate) every: Duration,
     pub(crate) last: Option<Instant>,
@@ -127,6 +131,8 @@ impl Progress {
             Duration::from_secs(10)
         };
         Self {
+            live: Live::start(&format!("pushing {name}")),
+            shown_done: std::collections::BTreeSet::new(),
             name,
             every,
             last: None,
@@ -142,15 +148,33 @@ impl Progress {
             "Pushing" => {
                 if let (Some(current), Some(total)) = (current, total) {
                     self.layers.insert(total, current.min(total));
+                    if let Some(live) = &mut self.live {
+                        let size = u64::try_from(total).unwrap_or_default();
+                        live.bytes(
+                            &total.to_string(),
+                            &format!("layer of {}", shared::show::bytes(size)),
+                            u64::try_from(current).unwrap_or_default(),
+                            size,
+                        );
+                    }
                 }
-                self.maybe_print();
+                if self.live.is_none() {
+                    self.maybe_print();
+                }
             }
             "Pushed" => {
                 self.done += 1;
                 verbose!("{}: layer {} pushed", self.name, self.done + self.existing);
+                self.show_counts();
             }
-            "Layer already exists" => self.existing += 1,
-            s if s.starts_with("Mounted from") => self.existing += 1,
+            "Layer already exists" => {
+                self.existing += 1;
+                self.show_counts();
+            }
+            s if s.starts_with("Mounted from") => {
+                self.existing += 1;
+                self.show_counts();
+            }
             s if s.starts_with("Retrying in ") && self.retry_announced(s) => {
                 warn!(
                     "{}: a layer upload failed; the Docker daemon retries it in {} s",
@@ -159,6 +183,27 @@ impl Progress {
                 );
             }
             _ => {}
+        }
+    }
+
+    /// On the live display: the counts in the header, and a finished row for each layer that
+    /// has sent all its bytes.
+    fn show_counts(&mut self) {
+        let Some(live) = &mut self.live else {
+            return;
+        };
+        live.title(&format!(
+            "pushing {}: layers pushed {}, already there {}",
+            self.name, self.done, self.existing
+        ));
+        for (total, sent) in &self.layers {
+            if sent == total && self.shown_done.insert(*total) {
+                let size = u64::try_from(*total).unwrap_or_default();
+                live.done(
+                    &total.to_string(),
+                    &format!("layer of {}: pushed", shared::show::bytes(size)),
+                );
+            }
         }
     }
 
