@@ -10,13 +10,27 @@
 #                  registry accepts.
 #   moto           moto's server (PyPI) for the ECR control-plane API, reached by the AWS SDK
 #                  through AWS_ENDPOINT_URL_ECR; aws-cli v1 in the same venv as a peer client.
+#   namespace      a private mount namespace (a process holding it) whose /etc/hosts maps ECR's
+#                  registry host names to loopback addresses and whose CA bundle and
+#                  /etc/docker/certs.d trust a local CA. dockerd runs in it, and so must the tools
+#                  that talk to the ECR hosts: `scripts/services.sh run -- CMD`. The machine's own
+#                  /etc/hosts, trust store and /etc/docker are never touched.
+#   ecr-east, ecr-west, ecr-other
+#                  one plain distribution 2.8 per ECR host (123456789012 in us-east-1 and
+#                  us-west-2, 210987654321 in us-east-1), each behind
+#   ecr-data-plane the local ECR data plane (scripts/ecr-data-plane.py): the ECR host names over
+#                  TLS on port 443 of 127.0.0.2-4, ECR's Basic auth with the ECR API server's
+#                  token, ECR's refusals (missing repository, immutable tag) and every push
+#                  registered with the ECR API server (PutImage, scan on push).
 #
-# Usage: scripts/services.sh up|env|down|status
+# Usage: scripts/services.sh up|env|down|status|run -- CMD [ARGS...]
 #   up      install what is missing, start what is not running, wait until all are ready,
 #           then print the environment (as `env`). Idempotent.
 #   env     print `export NAME=value` lines for `eval "$(scripts/services.sh env)"`.
 #   down    stop exactly the processes `up` started (by pid file), keep the data. Idempotent.
 #   status  one line per service: running or stopped (exit 0 if all run, 3 otherwise).
+#   run     run CMD inside the services' namespace (where the ECR host names resolve), with the
+#           services' environment added to this one.
 #
 # State (data, logs, pid files, venv) lives in $IMGPIPE_STATE_DIR, default <repo>/target/services.
 # Ports: IMGPIPE_REGISTRY_PORT (5000), IMGPIPE_AUTH_REGISTRY_PORT (5001), IMGPIPE_ECR_PORT (5055).
@@ -33,7 +47,7 @@ ECR_PORT="${IMGPIPE_ECR_PORT:-5055}"
 HOST=127.0.0.1
 
 BASE_IMAGE=local/busybox:1
-APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl)
+APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl openssl util-linux)
 # A set checked to work together (moto's server + aws-cli v1 in one venv, `pip check` clean).
 # awscli 1.46 carries its own copy of botocore (awscli/botocore); boto3/botocore are moto's,
 # pinned to the pair pip resolved for it.
@@ -57,6 +71,13 @@ AWS_PASSWORD="${MOTO_ACCOUNT}-auth-token"
 # spaces, extra fields such as serveraddress; checked). '?' and '~' need no JSON escaping.
 SPECIAL_USER=special
 SPECIAL_PASSWORD='Sp3cial-???~~~'
+
+# The ECR hosts: name, loopback address (port 443), account, region, backend registry port.
+ECR_HOSTS=(
+  "123456789012.dkr.ecr.us-east-1.amazonaws.com 127.0.0.2 123456789012 us-east-1 5002 ecr-east"
+  "123456789012.dkr.ecr.us-west-2.amazonaws.com 127.0.0.3 123456789012 us-west-2 5003 ecr-west"
+  "210987654321.dkr.ecr.us-east-1.amazonaws.com 127.0.0.4 210987654321 us-east-1 5004 ecr-other"
+)
 
 READY_TIMEOUT=30 # seconds a service gets to become ready
 STOP_TIMEOUT=15  # seconds between SIGTERM and SIGKILL in `down`
@@ -84,6 +105,9 @@ set_paths() {
   REGISTRY_DIR="$STATE/registry"
   AUTH_REGISTRY_DIR="$STATE/auth-registry"
   MOTO_DIR="$STATE/moto"
+  NS_DIR="$STATE/namespace"
+  TLS_DIR="$STATE/tls"
+  ECR_DIR="$STATE/ecr"
 }
 
 # --- output helpers -------------------------------------------------------------------------
@@ -126,6 +150,10 @@ IMGPIPE_AUTH_REGISTRY_PASSWORD=$AWS_PASSWORD
 IMGPIPE_SPECIAL_USER=$SPECIAL_USER
 IMGPIPE_SPECIAL_PASSWORD=$SPECIAL_PASSWORD
 IMGPIPE_ECR_API=http://$HOST:$ECR_PORT
+IMGPIPE_ECR_REGISTRY=${ECR_HOSTS[0]%% *}
+IMGPIPE_ECR_REGISTRY_WEST=${ECR_HOSTS[1]%% *}
+IMGPIPE_ECR_REGISTRY_OTHER=${ECR_HOSTS[2]%% *}
+IMGPIPE_ECR_CA=$TLS_DIR/ca.crt
 IMGPIPE_AWS_CLI=$VENV/bin/aws
 IMGPIPE_STATE_DIR=$STATE
 IMGPIPE_BASE_IMAGE=$BASE_IMAGE
@@ -141,6 +169,9 @@ marker_of() {
   registry) printf '%s' "$REGISTRY_DIR/config.yml" ;;
   auth-registry) printf '%s' "$AUTH_REGISTRY_DIR/config.yml" ;;
   moto) printf '%s' "$VENV/bin/moto_server" ;;
+  namespace) printf '%s' "imgpipe-namespace $NS_DIR" ;;
+  ecr-east | ecr-west | ecr-other) printf '%s' "$ECR_DIR/$1/config.yml" ;;
+  ecr-data-plane) printf '%s' "$ECR_DIR/data-plane.json" ;;
   *) die "unknown service $1" ;;
   esac
 }
@@ -315,6 +346,14 @@ check_dockerd() {
 #   --shutdown-timeout 5
 #                      containers get 5 s on shutdown, so dockerd exits within `down`'s 15 s.
 start_dockerd() {
+  local pid
+  if pid="$(service_pid dockerd)" && ! pid_in_namespace "$pid"; then
+    say "dockerd (pid $pid) runs outside the services' namespace; restarting it there"
+    stop_pid dockerd "$pid"
+    rm -f "$PIDS/dockerd.pid"
+    sweep_docker_children
+    unmount_docker_leftovers
+  fi
   if is_running dockerd; then
     wait_ready dockerd check_dockerd
     return 0
@@ -326,7 +365,8 @@ start_dockerd() {
   [[ -f "$DOCKER_DIR/daemon.json" ]] || printf '{}\n' >"$DOCKER_DIR/daemon.json"
   rm -f "$DOCKER_DIR/dockerd.pid" # dockerd's own; a stale one with a recycled pid blocks it
   say "starting dockerd on unix://$DOCKER_SOCK"
-  launch dockerd "$DOCKER_DIR" dockerd \
+  # In the namespace, so that it resolves the ECR host names and trusts the local CA.
+  launch dockerd "$DOCKER_DIR" nsenter --mount="/proc/$(service_pid namespace)/ns/mnt" -- dockerd \
     --config-file "$DOCKER_DIR/daemon.json" \
     --data-root "$DOCKER_DATA" \
     --exec-root "$DOCKER_EXEC" \
@@ -377,9 +417,9 @@ registry_answers() {
 check_registry() { registry_answers "$REGISTRY_PORT"; }
 check_auth_registry() { registry_answers "$AUTH_REGISTRY_PORT"; }
 
-# write_registry_config DIR PORT [HTPASSWD]
+# write_registry_config DIR PORT [HTPASSWD [EXTERNAL_URL]]
 write_registry_config() {
-  local dir="$1" port="$2" htpasswd="${3:-}"
+  local dir="$1" port="$2" htpasswd="${3:-}" external="${4:-}"
   mkdir -p "$dir/data"
   {
     cat <<EOF
@@ -397,6 +437,8 @@ http:
   addr: $HOST:$port
   secret: imgpipe-local-only # signs upload state; fixed so no warning, nothing to protect here
 EOF
+    # The URL clients reach it by, for the Location headers it writes (behind the data plane).
+    if [[ -n "$external" ]]; then printf '  host: %s\n' "$external"; fi
     if [[ -n "$htpasswd" ]]; then
       cat <<EOF
 auth:
@@ -440,6 +482,152 @@ start_auth_registry() {
   wait_ready auth-registry check_auth_registry
 }
 
+# --- the namespace, TLS and the ECR hosts ---------------------------------------------------
+# A local CA and one server certificate for every ECR host name, made once.
+make_tls() {
+  [[ -s "$TLS_DIR/server.crt" && -s "$TLS_DIR/ca.crt" ]] && return 0
+  mkdir -p "$TLS_DIR"
+  say "making a local CA and a certificate for the ECR host names in $TLS_DIR"
+  local san="" entry name
+  for entry in "${ECR_HOSTS[@]}"; do
+    name="${entry%% *}"
+    san+="${san:+,}DNS:$name"
+  done
+  if ! {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=imgpipe local CA" \
+      -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" &&
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=${ECR_HOSTS[0]%% *}" \
+        -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" &&
+      printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$san" \
+        >"$TLS_DIR/server.ext" &&
+      openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$TLS_DIR/server.ext" -out "$TLS_DIR/server.crt"
+  } >"$LOGS/tls.log" 2>&1; then
+    tail -n 20 "$LOGS/tls.log" >&2
+    rm -f "$TLS_DIR/server.crt"
+    die "openssl failed (log: $LOGS/tls.log)"
+  fi
+}
+
+# The files the namespace binds over the machine's: /etc/hosts with the ECR names, the CA bundle
+# with the local CA, and an /etc/docker whose certs.d trusts it for each ECR host.
+write_namespace_files() {
+  mkdir -p "$NS_DIR/etc-docker/certs.d"
+  local entry name address
+  {
+    grep -v 'dkr\.ecr\.' /etc/hosts || true
+    for entry in "${ECR_HOSTS[@]}"; do
+      read -r name address _ <<<"$entry"
+      printf '%s %s\n' "$address" "$name"
+    done
+  } >"$NS_DIR/hosts"
+  cat /etc/ssl/certs/ca-certificates.crt "$TLS_DIR/ca.crt" >"$NS_DIR/ca-certificates.crt"
+  if [[ -d /etc/docker ]]; then
+    cp -a /etc/docker/. "$NS_DIR/etc-docker/" 2>/dev/null || true
+  fi
+  for entry in "${ECR_HOSTS[@]}"; do
+    name="${entry%% *}"
+    mkdir -p "$NS_DIR/etc-docker/certs.d/$name"
+    cp "$TLS_DIR/ca.crt" "$NS_DIR/etc-docker/certs.d/$name/ca.crt"
+  done
+}
+
+check_namespace() {
+  local pid
+  pid="$(service_pid namespace)" || return 1
+  nsenter --mount="/proc/$pid/ns/mnt" -- grep -q "${ECR_HOSTS[0]%% *}" /etc/hosts
+}
+
+# The holder: a process in a new mount namespace that binds the files above and then sleeps,
+# keeping the namespace for the services and `run` to enter. /etc/docker is bound only where
+# the machine has one (the CA bundle alone makes dockerd trust the local CA).
+start_namespace() {
+  if is_running namespace; then
+    wait_ready namespace check_namespace
+    return 0
+  fi
+  make_tls
+  write_namespace_files
+  say "starting the private namespace (ECR host names, local CA)"
+  local docker_bind=""
+  if [[ -d /etc/docker ]]; then docker_bind='mount --bind "$0/etc-docker" /etc/docker &&'; fi
+  # shellcheck disable=SC2016 # $0 is the inner shell's
+  launch namespace "$NS_DIR" unshare --mount --propagation private -- bash -c \
+    "mount --bind \"\$0/hosts\" /etc/hosts &&
+     mount --bind \"\$0/ca-certificates.crt\" /etc/ssl/certs/ca-certificates.crt &&
+     $docker_bind
+     exec -a 'imgpipe-namespace $NS_DIR' sleep infinity" "$NS_DIR"
+  wait_ready namespace check_namespace
+}
+
+# Runs a command in the services' namespace.
+in_namespace() {
+  local pid
+  pid="$(service_pid namespace)" || die "the services' namespace is not running: scripts/services.sh up"
+  nsenter --mount="/proc/$pid/ns/mnt" --wd="$PWD" -- "$@"
+}
+
+# Whether a running process is in the services' namespace.
+pid_in_namespace() {
+  local ns
+  ns="$(service_pid namespace)" || return 1
+  [[ "$(readlink "/proc/$1/ns/mnt")" == "$(readlink "/proc/$ns/ns/mnt")" ]]
+}
+
+check_ecr_registry() { # PORT
+  local code
+  code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$HOST:$1/v2/" 2>/dev/null)" || true
+  [[ "$code" == 200 ]]
+}
+check_ecr_east() { check_ecr_registry 5002; }
+check_ecr_west() { check_ecr_registry 5003; }
+check_ecr_other() { check_ecr_registry 5004; }
+
+start_ecr_registries() {
+  local entry name address account region port service
+  for entry in "${ECR_HOSTS[@]}"; do
+    read -r name address account region port service <<<"$entry"
+    if ! is_running "$service"; then
+      ensure_port_free "$service" "$port"
+      write_registry_config "$ECR_DIR/$service" "$port" "" "https://$name"
+      say "starting $service (the registry behind $name) on $HOST:$port"
+      launch "$service" "$ECR_DIR/$service" docker-registry serve "$ECR_DIR/$service/config.yml"
+    fi
+    wait_ready "$service" "check_${service//-/_}"
+  done
+}
+
+check_data_plane() {
+  local entry name address
+  for entry in "${ECR_HOSTS[@]}"; do
+    read -r name address _ <<<"$entry"
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$TLS_DIR/ca.crt" \
+      --resolve "$name:443:$address" "https://$name/v2/" 2>/dev/null)" == 401 ]] || return 1
+  done
+}
+
+start_data_plane() {
+  if is_running ecr-data-plane; then
+    wait_ready ecr-data-plane check_data_plane
+    return 0
+  fi
+  local entry name address account region port service hosts=""
+  for entry in "${ECR_HOSTS[@]}"; do
+    read -r name address account region port service <<<"$entry"
+    if (exec 3<>"/dev/tcp/$address/443") 2>/dev/null; then
+      die "port $address:443 (for $name) is taken by a process this script did not start"
+    fi
+    hosts+="${hosts:+,}{\"name\":\"$name\",\"listen\":\"$address\",\"port\":443,\"account\":\"$account\",\"region\":\"$region\",\"password\":\"$account-auth-token\",\"backend\":\"$HOST:$port\"}"
+  done
+  mkdir -p "$ECR_DIR"
+  printf '{"endpoint":"http://%s:%s","cert":"%s","key":"%s","hosts":[%s]}\n' \
+    "$HOST" "$ECR_PORT" "$TLS_DIR/server.crt" "$TLS_DIR/server.key" "$hosts" >"$ECR_DIR/data-plane.json"
+  say "starting the ECR data plane (scripts/ecr-data-plane.py) on 127.0.0.2-4:443"
+  launch ecr-data-plane "$ECR_DIR" "$VENV/bin/python" "$REPO_ROOT/scripts/ecr-data-plane.py" \
+    "$ECR_DIR/data-plane.json"
+  wait_ready ecr-data-plane check_data_plane
+}
+
 # --- moto -----------------------------------------------------------------------------------
 # Calls ECR GetAuthorizationToken (moto does not check signatures, only reads the service name
 # from the credential scope) and prints the decoded token, e.g. AWS:123456789012-auth-token.
@@ -472,7 +660,8 @@ start_moto() {
 }
 
 # --- subcommands ----------------------------------------------------------------------------
-SERVICES=(dockerd registry auth-registry moto)
+# In the order `down` stops them: dockerd first, the namespace last.
+SERVICES=(dockerd ecr-data-plane ecr-east ecr-west ecr-other registry auth-registry moto namespace)
 
 lock() {
   exec 9>"$STATE/.lock"
@@ -489,11 +678,14 @@ cmd_up() {
   is_running registry || ensure_port_free registry "$REGISTRY_PORT"
   is_running auth-registry || ensure_port_free auth-registry "$AUTH_REGISTRY_PORT"
   is_running moto || ensure_port_free moto "$ECR_PORT"
+  start_namespace
   start_dockerd
   ensure_base_image
   start_registry
   start_moto # before the auth registry: it confirms the password the htpasswd file gets
   start_auth_registry
+  start_ecr_registries
+  start_data_plane
   say "all services ready"
   print_env
 }
@@ -610,9 +802,9 @@ cmd_status() {
 main() {
   local cmd="${1:-}"
   case "$cmd" in
-  up | env | down | status) ;;
+  up | env | down | status | run) ;;
   *)
-    printf 'usage: %s up|env|down|status\n' "$0" >&2
+    printf 'usage: %s up|env|down|status|run -- CMD [ARGS...]\n' "$0" >&2
     exit 2
     ;;
   esac
@@ -622,6 +814,13 @@ main() {
   env) print_env ;;
   down) cmd_down ;;
   status) cmd_status ;;
+  run)
+    shift
+    [[ "${1:-}" == -- ]] && shift
+    (($# > 0)) || die "usage: $0 run -- CMD [ARGS...]"
+    eval "$(print_env)"
+    in_namespace "$@"
+    ;;
   esac
 }
 

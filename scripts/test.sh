@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check imgpipe has, as CI does: formatting, clippy with warnings denied, and the
-# unit and integration tests against the real local services (Docker Engine, two registries,
-# the ECR API server), which this script installs and starts when they are not running, and
-# stops again at the end if it started them.
+# unit and integration tests against the real local services (Docker Engine, registries, the
+# ECR API server and the local ECR data plane on ECR's host names), which this script installs
+# and starts when they are not running, and stops again at the end if it started them. The
+# tests run in the services' private mount namespace (scripts/services.sh run).
 #
 # Usage: scripts/test.sh [extra arguments for cargo test]
 # Prints the wall time of each stage. Exits non-zero on the first failing stage.
@@ -44,7 +45,8 @@ cargo build --workspace --bins --locked
 done_stage "build"
 
 stage "cargo test (unit and integration)"
-cargo test --workspace --locked "$@"
+# In the services' private namespace, where the ECR host names resolve to the local ECR.
+scripts/services.sh run -- cargo test --workspace --locked "$@"
 done_stage "test"
 
 echo "==> all checks passed in $(( $(date +%s) - total_start ))s" >&2

@@ -49,12 +49,19 @@ pub fn services() -> &'static BTreeMap<String, String> {
             "AWS_ENDPOINT_URL_ECR",
             "IMGPIPE_REGISTRY",
             "IMGPIPE_AUTH_REGISTRY",
+            "IMGPIPE_ECR_REGISTRY",
         ] {
             assert!(
                 env.contains_key(needed),
                 "scripts/services.sh env did not set {needed}"
             );
         }
+        // The ECR host names resolve only in the services' private namespace.
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        assert!(
+            hosts.contains(&env["IMGPIPE_ECR_REGISTRY"]),
+            "the tests talk to ECR's host names, which resolve only in the services' namespace: run them as scripts/services.sh run -- cargo test (scripts/test.sh does)"
+        );
         env
     })
 }
