@@ -8,6 +8,7 @@ mod buildspecs;
 mod clients;
 mod codebuild;
 mod contract;
+mod ecr_hosts;
 mod ecr_login;
 mod ecr_repo;
 mod exit_codes;

@@ -18,12 +18,19 @@ pub struct Token {
     pub registry: String,
 }
 
-/// Calls GetAuthorizationToken once, without the deprecated registry ids: the token works for
-/// every registry the caller may reach in that region.
-pub async fn authorization_token(aws: &Aws) -> Result<Token> {
+/// Calls GetAuthorizationToken once. With `registry_id`, the token is asked for that account's
+/// registry, as amazon-ecr-credential-helper asks for the account of the host it serves: ECR's
+/// token works for every registry the caller may reach in the region either way, and the
+/// answer's proxy endpoint then names that registry. Without it, the caller's own registry.
+#[allow(
+    deprecated,
+    reason = "registryIds is deprecated as a permission scope, not removed; it names the registry of the answer's proxy endpoint"
+)]
+pub async fn authorization_token(aws: &Aws, registry_id: Option<&str>) -> Result<Token> {
     let output = aws
         .ecr()
         .get_authorization_token()
+        .set_registry_ids(registry_id.map(|id| vec![id.to_owned()]))
         .send()
         .await
         .map_err(|e| aws.error("getting an ECR authorization token", &e))?;

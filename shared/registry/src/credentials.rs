@@ -123,7 +123,7 @@ pub async fn lookup(host: &str, aws: &AwsArgs) -> Result<Found> {
         args.region = Some(ecr.region.clone());
     }
     let aws = Aws::load(&args).await?;
-    let token = aws::ecr::authorization_token(&aws).await?;
+    let token = aws::ecr::authorization_token(&aws, Some(&ecr.account)).await?;
     Ok(Found {
         credentials: Some(token.credentials),
         source: Source::Ecr,

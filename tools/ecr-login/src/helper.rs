@@ -130,35 +130,42 @@ fn check_store(input: &str) -> Result<()> {
 }
 
 async fn get(server_url: &str, host: &str) -> Result<String> {
-    let region = ecr::parse_host(host).map(|h| h.region);
+    let parsed = ecr::parse_host(host);
+    let account = parsed.as_ref().map(|h| h.account.clone());
+    let region = parsed.map(|h| h.region);
     let aws = Aws::load(&AwsArgs {
         region,
         ..AwsArgs::default()
     })
     .await?;
-    let token =
-        match crate::cache::dir() {
-            Some(dir) => {
-                let (key, sts_failed) = crate::cache::key(&aws).await?;
-                let now = chrono::Utc::now();
-                if let Some(token) = crate::cache::get(&dir, &key, aws.region(), now) {
-                    token
-                } else {
-                    let token = aws::ecr::authorization_token(&aws).await.map_err(|e| {
-                        match &sts_failed {
+    let token = match crate::cache::dir() {
+        Some(dir) => {
+            let (key, sts_failed) = crate::cache::key(&aws).await?;
+            let now = chrono::Utc::now();
+            // One entry per identity, region and registry account.
+            let scope = format!(
+                "{}\n{}",
+                aws.region(),
+                account.as_deref().unwrap_or_default()
+            );
+            if let Some(token) = crate::cache::get(&dir, &key, &scope, now) {
+                token
+            } else {
+                let token = aws::ecr::authorization_token(&aws, account.as_deref())
+                    .await
+                    .map_err(|e| match &sts_failed {
                         Some(sts) => e.with_hint(format!(
                             "STS failed as well ({}), so the token cache is keyed by access key",
                             sts.message()
                         )),
                         None => e,
-                    }
                     })?;
-                    crate::cache::put(&dir, &key, aws.region(), &token, now)?;
-                    token
-                }
+                crate::cache::put(&dir, &key, &scope, &token, now)?;
+                token
             }
-            None => aws::ecr::authorization_token(&aws).await?,
-        };
+        }
+        None => aws::ecr::authorization_token(&aws, account.as_deref()).await?,
+    };
     Ok(json!({
         "ServerURL": server_url,
         "Username": token.credentials.username,

@@ -136,7 +136,7 @@ pub fn run(cli: &Cli) -> Result<Code> {
         let aws = Aws::load(&cli.aws).await?;
         let mut tokens = Tokens::default();
         if cli.password_stdout {
-            let token = tokens.get(&aws, &cli.aws, aws.region()).await?;
+            let token = tokens.get(&aws, &cli.aws, aws.region(), None).await?;
             let mut out = std::io::stdout().lock();
             writeln!(out, "{}", token.credentials.password.expose())
                 .and_then(|()| out.flush())
@@ -150,29 +150,36 @@ pub fn run(cli: &Cli) -> Result<Code> {
     })
 }
 
-/// Tokens fetched so far, one per region.
+/// Tokens fetched so far, one per region and registry account (`None`: the caller's own).
 #[derive(Default)]
 struct Tokens {
-    by_region: BTreeMap<String, Token>,
+    by_registry: BTreeMap<(String, Option<String>), Token>,
 }
 
 impl Tokens {
-    async fn get(&mut self, aws: &Aws, args: &AwsArgs, region: &str) -> Result<&Token> {
-        if !self.by_region.contains_key(region) {
+    async fn get(
+        &mut self,
+        aws: &Aws,
+        args: &AwsArgs,
+        region: &str,
+        account: Option<&str>,
+    ) -> Result<&Token> {
+        let key = (region.to_owned(), account.map(str::to_owned));
+        if !self.by_registry.contains_key(&key) {
             let token = if region == aws.region() {
-                authorization_token(aws).await?
+                authorization_token(aws, account).await?
             } else {
                 let regional = Aws::load(&AwsArgs {
                     region: Some(region.to_owned()),
                     ..args.clone()
                 })
                 .await?;
-                authorization_token(&regional).await?
+                authorization_token(&regional, account).await?
             };
-            self.by_region.insert(region.to_owned(), token);
+            self.by_registry.insert(key.clone(), token);
         }
-        self.by_region
-            .get(region)
+        self.by_registry
+            .get(&key)
             .ok_or_else(|| Error::internal("token cache lost an entry"))
     }
 }
@@ -196,7 +203,7 @@ async fn login(cli: &Cli, aws: &Aws, tokens: &mut Tokens, mut doc: Document) -> 
         .map(|h| check_host(h))
         .collect::<Result<Vec<_>>>()?;
     if hosts.is_empty() {
-        let token = tokens.get(aws, &cli.aws, aws.region()).await?;
+        let token = tokens.get(aws, &cli.aws, aws.region(), None).await?;
         hosts.push(check_host(&token.registry)?);
     }
 
@@ -205,8 +212,12 @@ async fn login(cli: &Cli, aws: &Aws, tokens: &mut Tokens, mut doc: Document) -> 
     let mut expiry: Option<DateTime<Utc>> = None;
     let mut username = String::new();
     for host in &hosts {
-        let region = ecr::parse_host(host).map_or_else(|| aws.region().to_owned(), |h| h.region);
-        let token = tokens.get(aws, &cli.aws, &region).await?.clone();
+        let parsed = ecr::parse_host(host);
+        let region = parsed
+            .as_ref()
+            .map_or_else(|| aws.region().to_owned(), |h| h.region.clone());
+        let account = parsed.as_ref().map(|h| h.account.as_str());
+        let token = tokens.get(aws, &cli.aws, &region, account).await?.clone();
         let lock = ConfigLock::acquire(&path)?;
         let store = DockerConfig::store(&path, host, &token.credentials)?;
         state::record(&path, host, &token.credentials, token.expires_at)?;
