@@ -103,6 +103,20 @@ def handler_for(config, host):
                     return None
                 raise
 
+        def has_digest(self, name, digest):
+            try:
+                with lock:
+                    ecr.describe_images(
+                        registryId=host["account"],
+                        repositoryName=name,
+                        imageIds=[{"imageDigest": digest}],
+                    )
+                return True
+            except botocore.exceptions.ClientError as e:
+                if e.response["Error"]["Code"] == "ImageNotFoundException":
+                    return False
+                raise
+
         def read_body(self):
             """The request body, streamed as it arrives: Content-Length or chunked."""
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -130,29 +144,29 @@ def handler_for(config, host):
                     yield chunk
 
         def forward(self, body=None):
-            """Sends the request on to the registry; returns its status, headers and body."""
+            """Sends the request on to the registry, headers in order and repeated ones kept
+            (docker sends one Accept header per manifest type); returns the connection and its
+            response. The body is `body`, else the request's own, streamed."""
             backend = http.client.HTTPConnection(host["backend"], timeout=600)
-            headers = {
-                k: v
-                for k, v in self.headers.items()
-                if k.lower() not in ("authorization", "connection", "transfer-encoding", "content-length")
-            }
-            if body is None and (
-                self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding")
-            ):
-                backend.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-                for k, v in headers.items():
-                    backend.putheader(k, v)
+            backend.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() not in ("authorization", "connection", "transfer-encoding", "content-length"):
+                    backend.putheader(name, value)
+            has_body = self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding")
+            if body is not None:
+                backend.putheader("Content-Length", str(len(body)))
+                backend.endheaders()
+                backend.send(body)
+            elif has_body:
                 backend.putheader("Transfer-Encoding", "chunked")
                 backend.endheaders()
                 for chunk in self.read_body():
                     backend.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 backend.send(b"0\r\n\r\n")
             else:
-                data = body or b""
-                if body is not None or self.command in ("PUT", "POST", "PATCH"):
-                    headers["Content-Length"] = str(len(data))
-                backend.request(self.command, self.path, body=data if data else None, headers=headers)
+                if self.command in ("PUT", "POST", "PATCH"):
+                    backend.putheader("Content-Length", "0")
+                backend.endheaders()
             return backend, backend.getresponse()
 
         def relay(self, response):
@@ -217,6 +231,9 @@ def handler_for(config, host):
                         f"The image tag '{tag}' already exists in the '{name}' repository and "
                         "cannot be overwritten because the repository is immutable.",
                     )
+            # A digest already in the repository (another tag of the same image) was scanned
+            # when it first came: ECR scans an image once per push of new content.
+            seen = self.has_digest(name, digest)
             backend, response = self.forward(body)
             if response.status != 201:
                 return self.relay(response)
@@ -237,7 +254,12 @@ def handler_for(config, host):
             except botocore.exceptions.ClientError as e:
                 if e.response["Error"]["Code"] != "ImageAlreadyExistsException":
                     raise
-            if repo.get("imageScanningConfiguration", {}).get("scanOnPush"):
+            # ECR scans images, not the lists or indexes of a multi-platform image.
+            is_list = media_type in (
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+                "application/vnd.oci.image.index.v1+json",
+            )
+            if repo.get("imageScanningConfiguration", {}).get("scanOnPush") and not is_list and not seen:
                 with lock:
                     ecr.start_image_scan(
                         registryId=host["account"],

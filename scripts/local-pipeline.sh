@@ -10,9 +10,10 @@
 #
 # Running it again is safe: every step is idempotent.
 #
-# Locally, the ECR API server stands in for ECR's control plane and the htpasswd registry for its
-# data plane (the server's registry host names are not reachable here), so the pipeline logs in
-# to, and pushes to, that registry with the token the ECR API server hands out.
+# Locally, scripts/services.sh gives ECR's shape: the ECR API server for the control plane and
+# the local ECR data plane on ECR's own host name (123456789012.dkr.ecr.us-east-1.amazonaws.com,
+# TLS with a local CA) in a private namespace that this script enters. The commands are those of
+# examples/buildspecs/basic.yml, with no registry override and no stand-in step.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,13 +32,14 @@ repository="${IMGPIPE_SAMPLE_REPOSITORY:-imgpipe-sample}"
 app="examples/sample-app"
 
 if [ "$target" = local ]; then
-  say "starting the local services (scripts/services.sh up)"
-  eval "$(scripts/services.sh up)"
+  if [ -z "${IMGPIPE_ECR_REGISTRY:-}" ] || ! grep -q "$IMGPIPE_ECR_REGISTRY" /etc/hosts; then
+    say "starting the local services (scripts/services.sh up)"
+    scripts/services.sh up >/dev/null
+    # Again, inside the services' namespace, where ECR's host names resolve.
+    exec scripts/services.sh run -- "$0" "$@"
+  fi
   # A Docker config of the pipeline's own: the local run never touches ~/.docker.
   export DOCKER_CONFIG="$IMGPIPE_STATE_DIR/pipeline-docker-config"
-  registry_flag=(--registry "$IMGPIPE_AUTH_REGISTRY")
-else
-  registry_flag=()
 fi
 
 say "building the tools (cargo build --release)"
@@ -61,9 +63,9 @@ step() {
 step "ecr-repo: the repository exists, scanning on push" "$work/00.json" "$work/01.json" \
   ecr-repo --repository "$repository" --tag project=imgpipe-sample
 step "ecr-login: Docker is logged in" "$work/01.json" "$work/02.json" \
-  ecr-login "${registry_flag[@]}"
+  ecr-login
 step "img-tag: tags and labels from git and the environment" "$work/02.json" "$work/03.json" \
-  img-tag "${registry_flag[@]}" --context "$app" --tag sha --tag content --tag semver --tag latest
+  img-tag --context "$app" --tag sha --tag content --tag semver --tag latest
 # --skip-if-present: when the registry already holds this build context's content tag (an
 # earlier run pushed it), nothing is built and img-push only makes sure of the tags.
 step "img-build: the image is built with every tag (skipped when unchanged)" "$work/03.json" "$work/04.json" \
@@ -74,34 +76,6 @@ step "img-push: every tag pushed and verified, deployment artifacts written" "$w
   img-push --image-uri-file "$artifacts/image_uri.txt" \
   --imagedefinitions "$artifacts/imagedefinitions.json" --container sample-app \
   --image-detail "$artifacts/imageDetail.json"
-
-if [ "$target" = local ]; then
-  # ECR's data plane tells its control plane about every push, and scans on push. The local
-  # registry cannot: this step does it for the ECR API server, with aws-cli, so scan-gate has a
-  # scan to wait for. It has no counterpart against real AWS.
-  say "local stand-in: register the pushed image with the ECR API server and start its scan"
-  python3 - "$work/05.json" "$IMGPIPE_AUTH_REGISTRY" "$IMGPIPE_AUTH_REGISTRY_USER" \
-    "$IMGPIPE_AUTH_REGISTRY_PASSWORD" "$IMGPIPE_AWS_CLI" "$AWS_ENDPOINT_URL_ECR" <<'PY'
-import base64, json, subprocess, sys, urllib.request
-doc_path, registry, user, password, aws, endpoint = sys.argv[1:]
-doc = json.load(open(doc_path))
-repository, digest, tag = doc["repository"], doc["digest"], doc["tags"][0]
-request = urllib.request.Request(
-    f"http://{registry}/v2/{repository}/manifests/{digest}",
-    headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json",
-             "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
-manifest = urllib.request.urlopen(request).read().decode()
-ecr = [aws, "ecr", "--endpoint-url", endpoint, "--output", "json"]
-put = subprocess.run(ecr + ["put-image", "--repository-name", repository, "--image-tag", tag,
-                            "--image-manifest", manifest, "--image-digest", digest],
-                     capture_output=True, text=True)
-if put.returncode != 0 and "ImageAlreadyExists" not in put.stderr:
-    sys.exit(f"put-image failed: {put.stderr.strip()}")
-subprocess.run(ecr + ["start-image-scan", "--repository-name", repository,
-                      "--image-id", f"imageDigest={digest}"], capture_output=True, text=True)
-print(f"    registered {repository}@{digest} and started its scan", file=sys.stderr)
-PY
-fi
 
 step "scan-gate: the scan passes the policy (no CRITICAL findings)" "$work/05.json" "$work/06.json" \
   scan-gate --fail-on critical --timeout 10m --junit "$artifacts/scan-report.xml"

@@ -24,3 +24,14 @@ bench_tools() {
     [ -x "$bin/$tool" ] || { echo "bench: $bin/$tool is missing (cargo build --profile $profile -p $tool)" >&2; exit 1; }
   done
 }
+
+# in_services_namespace "$0" "$@": runs the benchmark again inside the services' private
+# namespace (scripts/services.sh run), where ECR's registry host names resolve to the local ECR,
+# unless it runs there already.
+in_services_namespace() {
+  if [ -n "${IMGPIPE_ECR_REGISTRY:-}" ] && grep -q "$IMGPIPE_ECR_REGISTRY" /etc/hosts; then
+    return 0
+  fi
+  scripts/services.sh up >/dev/null || { echo "bench: the local services did not start" >&2; exit 1; }
+  exec scripts/services.sh run -- "$@"
+}

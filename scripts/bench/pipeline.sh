@@ -30,10 +30,9 @@
 # are cached (and already in the registry) for every pipeline alike. One untimed warm-up run per
 # pipeline comes first, so caches, the registry and the daemon start in the same state.
 #
-# The local data plane: the ECR API server (moto) cannot see the registry, so after each push an
-# untimed stand-in step registers the pushed manifest with moto (PutImage, both tags) and starts
-# its scan, as scripts/local-pipeline.sh does; ECR does this itself. It is identical for every
-# pipeline and excluded from the totals.
+# The local ECR (scripts/services.sh): the account's registry host name over TLS, which
+# registers every push with the ECR API server and starts its scan, as ECR does. The benchmark
+# runs in the services' namespace, where that host name resolves.
 #
 # Usage: scripts/bench/pipeline.sh              BENCH_RUNS rounds (default 3)
 # BENCH_PROFILE=dev times a debug build instead of a release build; BENCH_BUILD=0 skips the
@@ -44,9 +43,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 runs="${BENCH_RUNS:-3}"
 cd "$root"
 . scripts/bench/common.sh
+in_services_namespace "$0" "$@"
 bench_tools ecr-repo ecr-login img-tag img-build img-push scan-gate lifecycle-set
 
-reg="$IMGPIPE_AUTH_REGISTRY"
+reg="$IMGPIPE_ECR_REGISTRY"
 ep="$AWS_ENDPOINT_URL_ECR"
 aws="$IMGPIPE_AWS_CLI"
 work="$(mktemp -d /tmp/bench-pipeline.XXXXXX)"
@@ -121,28 +121,6 @@ change_app() { # side round
   git -C "$app" -c user.name=bench -c user.email=bench@localhost commit -q -am "bench $1 $2"
 }
 
-# The local stand-in for ECR's push notification (untimed, identical for every pipeline).
-register() { # repository digest tag...
-  python3 - "$reg" "$IMGPIPE_AUTH_REGISTRY_USER" "$IMGPIPE_AUTH_REGISTRY_PASSWORD" "$aws" "$ep" "$@" <<'PY'
-import base64, subprocess, sys, urllib.request
-registry, user, password, aws, endpoint, repository, digest, *tags = sys.argv[1:]
-request = urllib.request.Request(
-    f"http://{registry}/v2/{repository}/manifests/{digest}",
-    headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json",
-             "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
-manifest = urllib.request.urlopen(request).read().decode()
-ecr = [aws, "ecr", "--endpoint-url", endpoint, "--output", "json"]
-for tag in tags:
-    put = subprocess.run(ecr + ["put-image", "--repository-name", repository, "--image-tag", tag,
-                                "--image-manifest", manifest, "--image-digest", digest],
-                         capture_output=True, text=True)
-    if put.returncode != 0 and "ImageAlreadyExists" not in put.stderr:
-        sys.exit(f"put-image failed: {put.stderr.strip()}")
-subprocess.run(ecr + ["start-image-scan", "--repository-name", repository,
-                      "--image-id", f"imageDigest={digest}"], capture_output=True, text=True, check=True)
-PY
-}
-
 run_seed() { # round
   local round=$1 r="${repo[seed]}" log="$work/seed/log" t rc
   # errexit is off in a subshell that is the left side of ||: take the status afterwards instead.
@@ -173,12 +151,6 @@ run_seed() { # round
     docker push "$ECR_REGISTRY/$IMAGE_REPO:latest"
     echo "$ECR_REGISTRY/$IMAGE_REPO:$IMAGE_TAG" > image_uri.txt
     record seed "$round" push "$t"
-
-    t=$(now_ns)
-    digest=$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$ECR_REGISTRY/$IMAGE_REPO:$IMAGE_TAG" \
-      | sed -n "s|^$ECR_REGISTRY/$IMAGE_REPO@||p" | head -1)
-    register "$IMAGE_REPO" "$digest" "$IMAGE_TAG" latest
-    record seed "$round" stand-in "$t"
 
     t=$(now_ns)
     aws_ecr() { "$aws" ecr --endpoint-url "$ep" "$@"; }
@@ -226,11 +198,6 @@ run_imgpipe() { # side round
     t=$(now_ns)
     "$bin/img-push" --image-uri-file image_uri.txt <"$w/04.json" >"$w/05.json"
     record "$side" "$round" push "$t"
-
-    t=$(now_ns)
-    mapfile -t args < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["repository"]); print(d["digest"]); print("\n".join(d["tags"]))' "$w/05.json")
-    register "${args[@]}"
-    record "$side" "$round" stand-in "$t"
 
     t=$(now_ns)
     "$bin/scan-gate" --fail-on critical <"$w/05.json" >"$w/06.json"
@@ -294,12 +261,8 @@ ms = {}
 for line in open(sys.argv[1]):
     side, rnd, step, v = line.split()
     ms.setdefault((side, step), []).append(int(v))
-    if step != "stand-in":
-        ms.setdefault((side, "total"), {}).setdefault(rnd, 0)
-for line in open(sys.argv[1]):
-    side, rnd, step, v = line.split()
-    if step != "stand-in":
-        ms[(side, "total")][rnd] += int(v)
+    ms.setdefault((side, "total"), {}).setdefault(rnd, 0)
+    ms[(side, "total")][rnd] += int(v)
 for side in sides:
     ms[(side, "total")] = list(ms[(side, "total")].values())
 med = {k: statistics.median(v) for k, v in ms.items()}
@@ -314,7 +277,4 @@ for step in steps + ["total"]:
     r1 = med[("seed", step)] / max(med[("imgpipe-classic", step)], 1)
     r2 = med[("seed", step)] / max(med[("imgpipe", step)], 1)
     print(f"{step:<10} {cells[0]:>22} {cells[1]:>26} {r1:5.1f}x {cells[2]:>26} {r2:5.1f}x")
-stand = {side: statistics.median(ms[(side, "stand-in")]) for side in sides}
-print("untimed local stand-in (register with moto, start scan), excluded from total: " +
-      ", ".join(f"{s} {stand[s]:.0f} ms" for s in sides))
 PY

@@ -2,13 +2,12 @@
 //! emulator in `codebuild.rs` the way CodeBuild runs them (phases, variables, batch graphs),
 //! then checked: the declared artifacts and reports.
 //!
-//! Locally the ECR API server stands in for ECR's control plane and the htpasswd registry for
-//! its data plane, as in `scripts/local-pipeline.sh`: the buildspecs' `REGISTRY` variable (a
-//! start-build override here) points them at that registry. A push to ECR registers the image
-//! with the control plane and starts its scan when the repository scans on push; the local
-//! registry cannot, so an `img-push` first on PATH wraps the real one and does that with
-//! aws-cli after a successful push (see `codebuild::SHIM`). The install phase's download is skipped the
-//! way the buildspecs document (`IMGPIPE_URL` empty): the tools are on PATH already.
+//! Locally the builds run against ECR's shape (scripts/services.sh): the ECR API server for the
+//! control plane and the local ECR data plane on the account's own registry host name, which
+//! registers every push with the control plane and scans on push as ECR does. The buildspecs
+//! run as written, with no `REGISTRY` override and no stand-in step. The install phase's download
+//! is skipped the way the buildspecs document (`IMGPIPE_URL` empty): the tools are on PATH
+//! already.
 
 use std::path::{Path, PathBuf};
 
@@ -139,7 +138,7 @@ fn basic_pushes_and_writes_image_uri_and_imagedefinitions() {
     let build = run("basic.yml", src.path(), &commit, &overrides(&repository));
     build.succeeded();
     check_outputs(&build);
-    let registry = service("IMGPIPE_AUTH_REGISTRY");
+    let registry = service("IMGPIPE_ECR_REGISTRY");
     let short = &commit[..7];
     let uri = format!("{registry}/{repository}:{short}");
     assert_eq!(build.read("image_uri.txt"), format!("{uri}\n"), "{build:?}");
@@ -194,7 +193,7 @@ fn basic_with_a_failing_build_runs_post_build_as_failed_and_writes_no_artifacts(
         !src.path().join("imagedefinitions.json").exists(),
         "{build:?}"
     );
-    let registry = service("IMGPIPE_AUTH_REGISTRY");
+    let registry = service("IMGPIPE_ECR_REGISTRY");
     assert_eq!(resolve(&format!("{registry}/{repository}:latest")), None);
 }
 
@@ -212,7 +211,7 @@ fn layer_cache_rebuilds_from_the_pushed_latest() {
     first.succeeded();
     check_outputs(&first);
     // The first build has no `latest` to start from: it says so and builds without it.
-    let registry = service("IMGPIPE_AUTH_REGISTRY");
+    let registry = service("IMGPIPE_ECR_REGISTRY");
     let latest = format!("{registry}/{repository}:latest");
     assert!(
         first
@@ -227,10 +226,24 @@ fn layer_cache_rebuilds_from_the_pushed_latest() {
         let (ok, text) = docker(&["image", "rm", reference]);
         assert!(ok, "docker image rm {reference}: {text}");
     }
+    // The next commit's build. (The same commit again would give the same tag another image,
+    // which the repository's immutable tags refuse, as ECR does; only `latest` may move.)
+    let git = |args: &[&str]| {
+        let output = std::process::Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@imgpipe.invalid"])
+            .args(args)
+            .current_dir(src.path())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "git {args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    git(&["commit", "-q", "--allow-empty", "-m", "next"]);
+    let next = git(&["rev-parse", "HEAD"]);
     let second = run(
         "layer-cache.yml",
         src.path(),
-        &commit,
+        &next,
         &overrides(&repository),
     );
     second.succeeded();
@@ -242,9 +255,11 @@ fn layer_cache_rebuilds_from_the_pushed_latest() {
         "{second:?}"
     );
     assert!(!second.log.contains("is not available"), "{second:?}");
-    // The same commit: the same tag, moved to the new image, and `latest` with it.
-    assert_eq!(second.read("image_uri.txt"), uri, "{second:?}");
-    assert_eq!(resolve(uri.trim()), resolve(&latest), "{second:?}");
+    // The next commit's tag, and `latest` moved to it.
+    let second_uri = second.read("image_uri.txt");
+    assert!(second_uri.trim().ends_with(&next[..7]), "{second:?}");
+    assert_eq!(resolve(second_uri.trim()), resolve(&latest), "{second:?}");
+    assert_ne!(resolve(uri.trim()), resolve(&latest), "{second:?}");
     let built = second.document("built.json");
     let steps = built["build"]["steps"].as_u64().unwrap();
     assert!(steps > 0, "{built}");
@@ -299,7 +314,7 @@ fn multiarch_batch_builds_two_platforms_and_joins_them() {
     }
     let ids: Vec<&str> = builds.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["amd64", "arm64", "join"]);
-    let registry = service("IMGPIPE_AUTH_REGISTRY");
+    let registry = service("IMGPIPE_ECR_REGISTRY");
     let short = &commit[..7];
     let name = format!("{registry}/{repository}");
     let amd64 = resolve(&format!("{name}:{short}-amd64")).expect("the amd64 image");

@@ -10,7 +10,6 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use serde_json::Value;
 use serde_yaml_ng::Value as Yaml;
@@ -153,88 +152,6 @@ pub(crate) fn project_variables() -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-/// Stands in, after each successful push, for what ECR's data plane tells its control plane:
-/// the image (its manifest, read back from the registry) is put to the ECR API server, and its
-/// scan started when the repository scans on push. A repository the server does not know fails
-/// the push, as ECR refuses a push to a missing repository. The placeholders are filled in by
-/// [`shim_dir`].
-pub(crate) const SHIM: &str = r#"#!/usr/bin/env bash
-# Test stand-in for ECR's data plane (tests/it/buildspecs.rs): the real img-push, then the image
-# registered with the ECR API server and its scan started, as ECR does on a push.
-out="$(mktemp)"
-trap 'rm -f "$out"' EXIT
-@REAL@ "$@" > "$out"
-rc=$?
-cat "$out"
-[ "$rc" = 0 ] || exit "$rc"
-@PYTHON@ - "$out" <<'PY' || exit 69
-import base64, json, subprocess, sys, urllib.request
-user, password, aws, endpoint = "@USER@", "@PASSWORD@", "@AWS@", "@ENDPOINT@"
-ecr = [aws, "ecr", "--endpoint-url", endpoint, "--output", "json"]
-for line in open(sys.argv[1]):
-    try:
-        doc = json.loads(line)
-    except ValueError:
-        print("img-push stand-in: output is not a document; nothing registered", file=sys.stderr)
-        continue
-    repository, digest, registry = doc["repository"], doc["digest"], doc["registry"]
-    request = urllib.request.Request(
-        f"http://{registry}/v2/{repository}/manifests/{digest}",
-        headers={"Accept": ", ".join([
-                     "application/vnd.docker.distribution.manifest.v2+json",
-                     "application/vnd.docker.distribution.manifest.list.v2+json",
-                     "application/vnd.oci.image.manifest.v1+json",
-                     "application/vnd.oci.image.index.v1+json"]),
-                 "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()})
-    manifest = urllib.request.urlopen(request).read().decode()
-    repo = subprocess.run(ecr + ["describe-repositories", "--repository-names", repository],
-                          capture_output=True, text=True)
-    if repo.returncode != 0:
-        sys.exit(f"img-push stand-in: repository {repository} does not exist in ECR: {repo.stderr.strip()}")
-    for tag in doc.get("tags", []):
-        put = subprocess.run(ecr + ["put-image", "--repository-name", repository, "--image-tag", tag,
-                                    "--image-manifest", manifest, "--image-digest", digest],
-                             capture_output=True, text=True)
-        if put.returncode != 0 and "ImageAlreadyExists" not in put.stderr:
-            sys.exit(f"img-push stand-in: put-image failed: {put.stderr.strip()}")
-    settings = json.loads(repo.stdout)["repositories"][0]["imageScanningConfiguration"]
-    # ECR scans the platform images of a multi-platform image, not the list itself.
-    if settings.get("scanOnPush") and "platforms" not in doc:
-        subprocess.run(ecr + ["start-image-scan", "--repository-name", repository,
-                              "--image-id", f"imageDigest={digest}"], capture_output=True, text=True, check=True)
-PY
-"#;
-
-/// A directory holding the [`SHIM`] as `img-push`, to put before the tools on PATH.
-pub(crate) fn shim_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let aws = service("IMGPIPE_AWS_CLI");
-        let python = Path::new(&aws).with_file_name("python3");
-        let text = SHIM
-            .replace(
-                "@REAL@",
-                &shell_quote(&bin_dir().join("img-push").to_string_lossy()),
-            )
-            .replace("@PYTHON@", &shell_quote(&python.to_string_lossy()))
-            .replace("@USER@", &service("IMGPIPE_AUTH_REGISTRY_USER"))
-            .replace("@PASSWORD@", &service("IMGPIPE_AUTH_REGISTRY_PASSWORD"))
-            .replace("@AWS@", &aws)
-            .replace("@ENDPOINT@", &service("AWS_ENDPOINT_URL_ECR"));
-        let path = dir.path().join("img-push");
-        std::fs::write(&path, text).unwrap();
-        let status = Command::new("chmod")
-            .arg("0755")
-            .arg(&path)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        dir
-    })
-    .path()
 }
 
 /// `value` in single quotes for bash.
@@ -448,13 +365,13 @@ pub(crate) fn codebuild_variables(
     vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// The start-build overrides every test build gets: its own repository, the local registry as
-/// the data plane, the ECR API server's account, no download of the tools (they are on PATH).
+/// The start-build overrides every test build gets: its own repository, the ECR API server's
+/// account (whose registry host the local ECR serves), no download of the tools (they are on
+/// PATH).
 pub(crate) fn overrides(repository: &str) -> Vec<(String, String)> {
     [
         ("IMAGE_REPO_NAME", repository.to_owned()),
         ("AWS_ACCOUNT_ID", ACCOUNT.to_owned()),
-        ("REGISTRY", service("IMGPIPE_AUTH_REGISTRY")),
         ("IMGPIPE_URL", String::new()),
     ]
     .into_iter()
@@ -476,8 +393,7 @@ pub(crate) fn environment(
 ) -> (BTreeMap<String, String>, Vec<String>) {
     let mut env = BTreeMap::new();
     let path = format!(
-        "{}:{}:{}",
-        shim_dir().display(),
+        "{}:{}",
         bin_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
@@ -758,8 +674,9 @@ print(total)
         .unwrap()
 }
 
-/// What the auth registry says `reference` (host/repository:tag or @digest) points at: its
-/// manifest digest, read by curl; None when it does not resolve.
+/// What the local ECR says `reference` (host/repository:tag or @digest) points at: its
+/// manifest digest, read by curl with the ECR API server's token; None when it does not
+/// resolve.
 pub(crate) fn resolve(reference: &str) -> Option<String> {
     let (host, rest) = reference.split_once('/')?;
     let (repository, version) = rest.rsplit_once('@').or_else(|| rest.rsplit_once(':'))?;

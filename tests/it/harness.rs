@@ -607,9 +607,15 @@ pub fn registry_manifest(
     if let Some((name, password)) = user {
         command.args(["-u", &format!("{name}:{password}")]);
     }
+    // Loopback registries speak plain HTTP, as the Engine treats them; the ECR hosts TLS.
+    let scheme = if host.starts_with("127.") || host.starts_with("localhost") {
+        "http"
+    } else {
+        "https"
+    };
     let output = command
         .arg(format!(
-            "http://{host}/v2/{repository}/manifests/{reference}"
+            "{scheme}://{host}/v2/{repository}/manifests/{reference}"
         ))
         .output()
         .expect("running curl");
