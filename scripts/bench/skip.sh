@@ -39,18 +39,24 @@ while [ $# -gt 0 ]; do
 done
 
 . scripts/bench/common.sh
-bench_tools img-tag img-build img-push
+export BENCH_RUNS="$runs"
+in_services_namespace "$0"
+bench_tools ecr-repo img-tag img-build img-push
 "$bin/img-build" --help | grep -q -- --skip-if-present \
   || { echo "$bin/img-build has no --skip-if-present: rebuild it" >&2; exit 1; }
 
-registry="$IMGPIPE_REGISTRY"
+# The local ECR's host name: img-build and img-push get their token from the ECR API server.
+registry="$IMGPIPE_ECR_REGISTRY"
 repository="bench-skip-$$"
+"$bin/ecr-repo" -q --no-input --repository "$repository" >/dev/null
+export DOCKER_CONFIG="$(mktemp -d)"
 
 work="$(mktemp -d)"
 cleanup() {
   docker image ls --format '{{.Repository}}:{{.Tag}}' "$registry/$repository" 2>/dev/null \
     | xargs -r docker image rm >/dev/null 2>&1 || true
-  rm -rf "$work"
+  "$IMGPIPE_AWS_CLI" ecr delete-repository --repository-name "$repository" --force >/dev/null 2>&1 || true
+  rm -rf "$work" "$DOCKER_CONFIG"
 }
 trap cleanup EXIT
 
