@@ -17,11 +17,20 @@
 //!   directory is skipped, unless an exception pattern starts with the directory's path (the
 //!   CLI's literal prefix test: `!dir/keep` re-enters `dir`, `!**/keep` does not); then the
 //!   directory itself is not sent but the files re-included under it are.
-//! - The Dockerfile and `.dockerignore` are always sent (the CLI appends `!Dockerfile` and
-//!   `!.dockerignore` when the patterns would exclude them). A Dockerfile outside the context is
-//!   added as `.dockerfile.<20 hex>` (mode 0600) and that name appended to `.dockerignore`, so the
-//!   daemon removes it again after reading it. The CLI picks a random name; here it comes from
-//!   the Dockerfile's own hash, so the same inputs give the same bytes.
+//! - Two transfers, one walk. The classic builder takes a tar body, and BuildKit takes the
+//!   files through its session (file sync); each [`Entry`] says which of them sends it
+//!   ([`Role`]):
+//!   - for the tar, the Dockerfile and `.dockerignore` are always sent (the CLI appends
+//!     `!Dockerfile` and `!.dockerignore` when the patterns would exclude them, and the daemon
+//!     removes them again after reading them). A Dockerfile outside the context is added as
+//!     `.dockerfile.<20 hex>` (mode 0600) and that name appended to `.dockerignore`. The CLI
+//!     picks a random name; here it comes from the Dockerfile's own hash, so the same inputs
+//!     give the same bytes;
+//!   - through file sync the patterns apply as written and nothing is added: the Dockerfile
+//!     travels on its own. An excluded directory that holds a re-included entry is sent too,
+//!     because the receiver needs every parent before its children.
+//! - The content hash describes what the build sees, whichever transfer carries it: the entries
+//!   file sync sends, then the Dockerfile's bytes.
 //! - Headers: symlinks are stored (never followed), hard links stored as links to the first path
 //!   sent, the permission bits (with setuid/setgid/sticky) kept, uid and gid 0, no user names.
 //!   Sockets are skipped, as the CLI does. Modification times are fixed (see [`Options::mtime`]),
@@ -99,6 +108,10 @@ pub struct Context {
     ignore: Ignore,
     ignore_text: Option<Vec<u8>>,
     dockerfile: Dockerfile,
+    /// The Dockerfile on disk, resolved.
+    dockerfile_path: PathBuf,
+    /// Names kept only by the rules the CLI adds for the tar (`!Dockerfile`, `!.dockerignore`).
+    added: Vec<String>,
     options: Options,
 }
 
@@ -121,6 +134,33 @@ pub enum Kind {
     BlockDevice(u32, u32),
 }
 
+/// Which transfer sends an entry (see the crate documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Both the tar body and file sync.
+    Both,
+    /// Only the tar body: kept by the CLI's added `!Dockerfile` or `!.dockerignore`, or injected
+    /// for a Dockerfile outside the context.
+    TarOnly,
+    /// Only file sync: an excluded directory holding a re-included entry, or a file of the
+    /// injected name that the tar replaces.
+    SessionOnly,
+}
+
+impl Role {
+    /// Whether BuildKit's file sync sends the entry (and so whether the build sees it).
+    #[must_use]
+    pub fn in_session(self) -> bool {
+        self != Role::TarOnly
+    }
+
+    /// Whether the tar body holds the entry.
+    #[must_use]
+    pub fn in_tar(self) -> bool {
+        self != Role::SessionOnly
+    }
+}
+
 /// One entry of the context, in the order it is sent.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -136,6 +176,13 @@ pub struct Entry {
     pub mode: u32,
     /// Its own modification time (seconds), used only when times are kept.
     pub mtime: i64,
+    /// The same time in nanoseconds.
+    pub mtime_ns: i64,
+    /// A number that changes whenever the file may have changed (its times, inode and size
+    /// mixed), without reading it: file sync's receiver compares it to skip unchanged files.
+    pub stamp: u64,
+    /// Which transfer sends it.
+    pub role: Role,
 }
 
 /// What was sent: counts, bytes and the content hash.
@@ -147,8 +194,9 @@ pub struct Summary {
     pub files: u64,
     /// Bytes of regular-file content.
     pub bytes: u64,
-    /// `sha256:<hex>` over names, kinds, modes, link targets and contents, in order; times,
-    /// owners and the tar framing are not part of it.
+    /// `sha256:<hex>` over names, kinds, modes, link targets and contents, in order, then the
+    /// Dockerfile's bytes: what the build sees. Times, owners and the transfer's framing are not
+    /// part of it.
     pub hash: String,
 }
 
@@ -248,9 +296,12 @@ impl Context {
                 contents,
             }
         };
-        // The CLI's TrimBuildFilesFromExcludes: keep .dockerignore and the Dockerfile.
+        // The CLI's TrimBuildFilesFromExcludes, for the tar: keep .dockerignore and the
+        // Dockerfile.
+        let mut added = Vec::new();
         if ignore.matches_or_parent_matches(IGNORE_FILE).excluded {
             ignore.push(&format!("!{IGNORE_FILE}"), Origin::Added)?;
+            added.push(IGNORE_FILE.to_owned());
         }
         let rel_dockerfile = match &dockerfile {
             Dockerfile::Inside(rel) => rel.clone(),
@@ -258,12 +309,15 @@ impl Context {
         };
         if ignore.matches_or_parent_matches(&rel_dockerfile).excluded {
             ignore.push(&format!("!{rel_dockerfile}"), Origin::Added)?;
+            added.push(rel_dockerfile);
         }
         Ok(Self {
             root,
             ignore,
             ignore_text,
             dockerfile,
+            dockerfile_path: resolved,
+            added,
             options,
         })
     }
@@ -295,12 +349,84 @@ impl Context {
         }
     }
 
-    /// Visits every entry sent, in order. File contents are not read.
+    /// The Dockerfile on disk (resolved).
+    #[must_use]
+    pub fn dockerfile_path(&self) -> &Path {
+        &self.dockerfile_path
+    }
+
+    /// The Dockerfile's file name, as file sync serves it from its own directory.
+    #[must_use]
+    pub fn dockerfile_base_name(&self) -> String {
+        self.dockerfile_path.file_name().map_or_else(
+            || "Dockerfile".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    }
+
+    /// The Dockerfile as file sync serves it: alone in its directory, under its own file name.
+    pub fn dockerfile_entry(&self) -> Result<Entry> {
+        let path = &self.dockerfile_path;
+        let meta = fs::metadata(path).map_err(|e| {
+            Error::read_io(format!("reading the Dockerfile {}", path.display()), &e)
+        })?;
+        let name = self.dockerfile_base_name();
+        Ok(Entry {
+            rel: PathBuf::from(&name),
+            name,
+            path: Some(path.clone()),
+            kind: Kind::File(meta.len()),
+            mode: meta.mode() & 0o7777,
+            mtime: meta.mtime(),
+            mtime_ns: mtime_ns(&meta),
+            stamp: stamp(&meta),
+            role: Role::Both,
+        })
+    }
+
+    /// The modification time given to `entry` in file sync, in nanoseconds. With fixed times, a
+    /// regular file gets the fixed second plus a fraction drawn from its stamp: the receiver
+    /// compares times to find changed files, and the layer keeps whole seconds only.
+    #[must_use]
+    pub fn session_mtime_ns(&self, entry: &Entry) -> i64 {
+        const NANOS: i64 = 1_000_000_000;
+        match self.options.mtime {
+            None => entry.mtime_ns,
+            Some(fixed) => {
+                let second = i64::try_from(fixed).unwrap_or(0).saturating_mul(NANOS);
+                match entry.kind {
+                    Kind::File(_) | Kind::HardLink(_) => {
+                        let fraction = i64::try_from(entry.stamp % (NANOS as u64 - 1)).unwrap_or(0);
+                        second + 1 + fraction
+                    }
+                    _ => second,
+                }
+            }
+        }
+    }
+
+    /// Visits every entry of both transfers, in order (see [`Role`]). File contents are not
+    /// read.
     pub fn walk(&self, mut visit: impl FnMut(&Entry) -> Result<()>) -> Result<()> {
-        let mut links: HashMap<(u64, u64), String> = HashMap::new();
-        self.walk_dir(&self.root, "", None, &mut links, &mut visit)?;
+        self.walk_pruned(&|_| true, &mut visit)
+    }
+
+    /// [`Context::walk`], descending only into the directories `enter` accepts (given their
+    /// slash-separated names); the directories themselves are still visited.
+    pub fn walk_pruned(
+        &self,
+        enter: &dyn Fn(&str) -> bool,
+        visit: &mut dyn FnMut(&Entry) -> Result<()>,
+    ) -> Result<()> {
+        let mut walk = Walk {
+            links: HashMap::new(),
+            pending: Vec::new(),
+            enter,
+            visit,
+        };
+        self.walk_dir(&self.root, "", None, &mut walk)?;
         for entry in self.injected() {
-            visit(&entry)?;
+            (walk.visit)(&entry)?;
         }
         Ok(())
     }
@@ -310,8 +436,7 @@ impl Context {
         dir: &Path,
         prefix: &str,
         parent: Option<&MatchInfo>,
-        links: &mut HashMap<(u64, u64), String>,
-        visit: &mut dyn FnMut(&Entry) -> Result<()>,
+        walk: &mut Walk<'_>,
     ) -> Result<()> {
         let reading =
             |e: &io::Error| Error::read_io(format!("reading directory {}", dir.display()), e);
@@ -336,43 +461,46 @@ impl Context {
             };
             let file_type = meta.file_type();
             let (verdict, info) = self.ignore.matches_using_parent(&name, parent);
+            let rel = rel_path(prefix, &os_name);
             if verdict.excluded {
                 if file_type.is_dir()
                     && self.ignore.has_exceptions()
                     && self.ignore.must_enter(&name)
+                    && (walk.enter)(&name)
                 {
-                    self.walk_dir(&path, &name, Some(&info), links, visit)?;
+                    // Sent through file sync only if something under it is.
+                    let mark = walk.pending.len();
+                    walk.pending.push(Entry {
+                        name: name.clone(),
+                        rel,
+                        path: Some(path.clone()),
+                        kind: Kind::Dir,
+                        mode: meta.mode() & 0o7777,
+                        mtime: meta.mtime(),
+                        mtime_ns: mtime_ns(&meta),
+                        stamp: 0,
+                        role: Role::SessionOnly,
+                    });
+                    self.walk_dir(&path, &name, Some(&info), walk)?;
+                    walk.pending.truncate(mark);
                 }
                 continue;
             }
-            if is_injected_name(&self.dockerfile, &name) {
-                // The CLI replaces an entry of the injected name; keep it out of the walk.
-                continue;
-            }
-            let rel = rel_path(prefix, &os_name);
-            let kind = if file_type.is_dir() {
-                Kind::Dir
-            } else if file_type.is_symlink() {
-                let target = fs::read_link(&path)
-                    .map_err(|e| Error::read_io(format!("reading link {}", path.display()), &e))?;
-                Kind::Symlink(target)
-            } else if file_type.is_socket() {
-                continue;
-            } else if file_type.is_fifo() {
-                Kind::Fifo
-            } else if file_type.is_char_device() || file_type.is_block_device() {
-                let (major, minor) = dev_numbers(meta.rdev());
-                if file_type.is_char_device() {
-                    Kind::CharDevice(major, minor)
-                } else {
-                    Kind::BlockDevice(major, minor)
-                }
+            let role = if self.added.contains(&name) {
+                Role::TarOnly
+            } else if is_injected_name(&self.dockerfile, &name) {
+                // The CLI replaces an entry of the injected name in the tar.
+                Role::SessionOnly
             } else {
-                Kind::File(meta.len())
+                Role::Both
+            };
+            // Sockets are skipped, as the CLI does.
+            let Some(kind) = kind_of(&path, &meta)? else {
+                continue;
             };
             let kind = match kind {
                 Kind::Dir => Kind::Dir,
-                other if meta.nlink() > 1 => match links.entry((meta.dev(), meta.ino())) {
+                other if meta.nlink() > 1 => match walk.links.entry((meta.dev(), meta.ino())) {
                     std::collections::hash_map::Entry::Occupied(first) => {
                         Kind::HardLink(first.get().clone())
                     }
@@ -390,10 +518,19 @@ impl Context {
                 kind,
                 mode: meta.mode() & 0o7777,
                 mtime: meta.mtime(),
+                mtime_ns: mtime_ns(&meta),
+                stamp: stamp(&meta),
+                role,
             };
-            visit(&entry)?;
-            if file_type.is_dir() {
-                self.walk_dir(&path, &name, Some(&info), links, visit)?;
+            if role.in_session() {
+                // The excluded directories above it go first, once.
+                for parent in walk.pending.drain(..) {
+                    (walk.visit)(&parent)?;
+                }
+            }
+            (walk.visit)(&entry)?;
+            if file_type.is_dir() && (walk.enter)(&name) {
+                self.walk_dir(&path, &name, Some(&info), walk)?;
             }
         }
         Ok(())
@@ -411,6 +548,9 @@ impl Context {
             kind: Kind::File(contents.len() as u64),
             mode: 0o600,
             mtime: 0,
+            mtime_ns: 0,
+            stamp: 0,
+            role: Role::TarOnly,
         }];
         if self.ignore_text.is_none() {
             out.push(Entry {
@@ -420,6 +560,9 @@ impl Context {
                 kind: Kind::File(self.ignore_contents().map_or(0, |c| c.len() as u64)),
                 mode: 0o600,
                 mtime: 0,
+                mtime_ns: 0,
+                stamp: 0,
+                role: Role::TarOnly,
             });
         }
         out
@@ -461,6 +604,67 @@ impl Context {
             ))),
         }
     }
+}
+
+/// The state of one walk: hard links seen, excluded directories not yet sent, the callbacks.
+struct Walk<'a> {
+    links: HashMap<(u64, u64), String>,
+    pending: Vec<Entry>,
+    enter: &'a dyn Fn(&str) -> bool,
+    visit: &'a mut dyn FnMut(&Entry) -> Result<()>,
+}
+
+/// What a directory entry is, read without following it; `None` for a socket.
+fn kind_of(path: &Path, meta: &fs::Metadata) -> Result<Option<Kind>> {
+    let file_type = meta.file_type();
+    Ok(Some(if file_type.is_dir() {
+        Kind::Dir
+    } else if file_type.is_symlink() {
+        let target = fs::read_link(path)
+            .map_err(|e| Error::read_io(format!("reading link {}", path.display()), &e))?;
+        Kind::Symlink(target)
+    } else if file_type.is_socket() {
+        return Ok(None);
+    } else if file_type.is_fifo() {
+        Kind::Fifo
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        let (major, minor) = dev_numbers(meta.rdev());
+        if file_type.is_char_device() {
+            Kind::CharDevice(major, minor)
+        } else {
+            Kind::BlockDevice(major, minor)
+        }
+    } else {
+        Kind::File(meta.len())
+    }))
+}
+
+fn mtime_ns(meta: &fs::Metadata) -> i64 {
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+/// Mixes what changes when a file is written or replaced (modification and change times, inode,
+/// size) into one number (splitmix64 steps: stable across runs and versions).
+fn stamp(meta: &fs::Metadata) -> u64 {
+    fn mix(state: u64, value: u64) -> u64 {
+        let mut z = (state ^ value).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    [
+        meta.mtime().cast_unsigned(),
+        meta.mtime_nsec().cast_unsigned(),
+        meta.ctime().cast_unsigned(),
+        meta.ctime_nsec().cast_unsigned(),
+        meta.ino(),
+        meta.dev(),
+        meta.len(),
+    ]
+    .into_iter()
+    .fold(0, mix)
 }
 
 fn changed(entry: &Entry) -> Error {

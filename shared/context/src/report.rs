@@ -12,9 +12,13 @@ impl Context {
         let mut report = Report::default();
         let mut dirs: HashMap<String, (u64, u64)> = HashMap::new();
         self.walk(|entry| {
+            // What the build sees: the tar's additions are read and dropped by the daemon.
+            if !entry.role.in_session() {
+                return Ok(());
+            }
             report.entries += 1;
             let size = match entry.kind {
-                Kind::File(_) => self.content_len(entry),
+                Kind::File(n) => n,
                 _ => 0,
             };
             if matches!(entry.kind, Kind::File(_)) {

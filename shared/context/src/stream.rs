@@ -1,4 +1,7 @@
 //! The context as a tar stream and as a content hash, in one walk.
+//!
+//! The hash covers what file sync sends (see [`crate::Role`]) and the Dockerfile, so the tar
+//! body and BuildKit's session give the same hash for the same tree.
 
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -9,14 +12,25 @@ use shared::error::{Error, Result};
 use crate::{Context, Entry, IGNORE_FILE, Kind, Summary, changed, display_path};
 
 impl Context {
-    /// Writes the context as a tar to `out`, streaming file contents, and returns what was sent
-    /// with its content hash (the same as [`Context::hash`]).
+    /// Writes the context as a tar to `out`, streaming file contents, and returns the summary
+    /// and content hash of what the build sees (the same as [`Context::hash`]).
     pub fn write_tar<W: Write>(&self, out: W) -> Result<Summary> {
         let mut builder = tar::Builder::new(out);
         builder.mode(tar::HeaderMode::Complete);
         let mut hasher = ContentHasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
         let writing = |e: &io::Error| Error::write_io("writing the build context", e);
         self.walk(|entry| {
+            // The tar's own copy of .dockerignore (with the injected name) is not what the build
+            // sees: hash the file itself.
+            let tar_content_differs = entry.name == IGNORE_FILE && self.ignore_contents().is_some();
+            if !entry.role.in_tar() || (tar_content_differs && entry.role.in_session()) {
+                hash_entry(entry, &mut hasher, &mut buf)?;
+                if !entry.role.in_tar() {
+                    return Ok(());
+                }
+            }
+            let hashing = entry.role.in_session() && !tar_content_differs;
             let mut header = tar::Header::new_gnu();
             header.set_mode(entry.mode);
             header.set_uid(0);
@@ -26,7 +40,9 @@ impl Context {
                 None => u64::try_from(entry.mtime).unwrap_or(0),
             };
             header.set_mtime(mtime);
-            hasher.begin(entry);
+            if hashing {
+                hasher.begin(entry);
+            }
             match &entry.kind {
                 Kind::File(_) => {
                     let mut source = self.open_entry(entry)?;
@@ -35,7 +51,7 @@ impl Context {
                     header.set_size(size);
                     let mut reader = HashingReader {
                         inner: (&mut source).take(size),
-                        hasher: &mut hasher,
+                        hasher: hashing.then_some(&mut hasher),
                         read: 0,
                     };
                     builder
@@ -44,7 +60,9 @@ impl Context {
                     if reader.read != size {
                         return Err(changed(entry));
                     }
-                    hasher.end_file(size);
+                    if hashing {
+                        hasher.end_file(size);
+                    }
                 }
                 Kind::Dir => {
                     header.set_entry_type(tar::EntryType::Directory);
@@ -90,7 +108,20 @@ impl Context {
             .into_inner()
             .and_then(|mut w| w.flush())
             .map_err(|e| writing(&e))?;
+        hasher.dockerfile(&self.dockerfile_contents()?);
         Ok(hasher.finish())
+    }
+
+    /// The Dockerfile's bytes.
+    pub fn dockerfile_contents(&self) -> Result<Vec<u8>> {
+        match &self.dockerfile {
+            crate::Dockerfile::Outside { contents, .. } => Ok(contents.clone()),
+            crate::Dockerfile::Inside(_) => shared::files::read_regular(
+                &self.dockerfile_path,
+                shared::files::TEXT_LIMIT,
+                "Dockerfile",
+            ),
+        }
     }
 
     pub(crate) fn content_len(&self, entry: &Entry) -> u64 {
@@ -105,36 +136,48 @@ impl Context {
         }
     }
 
-    /// Reads the context as [`Context::write_tar`] would send it and returns its summary and
-    /// content hash, without writing a tar.
+    /// Reads the context as the build sees it and returns its summary and content hash,
+    /// without sending anything.
     pub fn hash(&self) -> Result<Summary> {
         let mut hasher = ContentHasher::new();
         let mut buf = vec![0u8; 256 * 1024];
-        self.walk(|entry| {
-            hasher.begin(entry);
-            if let Kind::File(_) = entry.kind {
-                let size = self.content_len(entry);
-                let mut source = self.open_entry(entry)?.take(size);
-                let mut read = 0u64;
-                loop {
-                    let n = source.read(&mut buf).map_err(|e| {
-                        Error::read_io(format!("reading {}", display_path(entry)), &e)
-                    })?;
-                    if n == 0 {
-                        break;
-                    }
-                    hasher.content(&buf[..n]);
-                    read += n as u64;
-                }
-                if read != size {
-                    return Err(changed(entry));
-                }
-                hasher.end_file(size);
-            }
-            Ok(())
-        })?;
+        self.walk(|entry| hash_entry(entry, &mut hasher, &mut buf))?;
+        hasher.dockerfile(&self.dockerfile_contents()?);
         Ok(hasher.finish())
     }
+}
+
+/// Hashes one entry as the build sees it (its own bytes on disk), if file sync sends it.
+fn hash_entry(entry: &Entry, hasher: &mut ContentHasher, buf: &mut [u8]) -> Result<()> {
+    if !entry.role.in_session() {
+        return Ok(());
+    }
+    hasher.begin(entry);
+    if let Kind::File(size) = entry.kind {
+        let Some(path) = &entry.path else {
+            return Err(Error::internal(format!(
+                "no file for context entry {}",
+                entry.name
+            )));
+        };
+        let mut source = shared::files::open_regular(path, "context file")?.take(size);
+        let mut read = 0u64;
+        loop {
+            let n = source
+                .read(buf)
+                .map_err(|e| Error::read_io(format!("reading {}", display_path(entry)), &e))?;
+            if n == 0 {
+                break;
+            }
+            hasher.content(&buf[..n]);
+            read += n as u64;
+        }
+        if read != size {
+            return Err(changed(entry));
+        }
+        hasher.end_file(size);
+    }
+    Ok(())
 }
 
 /// The content hash: for each entry in order, a record of its kind, name, mode and link target
@@ -148,7 +191,8 @@ struct ContentHasher {
 impl ContentHasher {
     fn new() -> Self {
         let mut sha = Sha256::new();
-        sha.update(b"imgpipe-context-v1\0");
+        // v2: the entries file sync sends, then the Dockerfile (v1 hashed the tar's entries).
+        sha.update(b"imgpipe-context-v2\0");
         Self {
             sha,
             summary: Summary::default(),
@@ -188,6 +232,11 @@ impl ContentHasher {
         self.summary.bytes += size;
     }
 
+    fn dockerfile(&mut self, contents: &[u8]) {
+        self.field(b"Dockerfile");
+        self.field(contents);
+    }
+
     fn finish(self) -> Summary {
         let mut summary = self.summary;
         summary.hash = format!("sha256:{}", hex::encode(self.sha.finalize()));
@@ -197,14 +246,16 @@ impl ContentHasher {
 
 struct HashingReader<'h, R> {
     inner: R,
-    hasher: &'h mut ContentHasher,
+    hasher: Option<&'h mut ContentHasher>,
     read: u64,
 }
 
 impl<R: Read> Read for HashingReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.content(&buf[..n]);
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.content(&buf[..n]);
+        }
         self.read += n as u64;
         Ok(n)
     }

@@ -293,10 +293,26 @@ fn fixture() -> tempfile::TempDir {
     dir
 }
 
+/// The entries of the tar body.
 fn names(ctx: &Context) -> Vec<(String, Kind, u32)> {
     let mut out = Vec::new();
     ctx.walk(|e| {
-        out.push((e.name.clone(), e.kind.clone(), e.mode));
+        if e.role.in_tar() {
+            out.push((e.name.clone(), e.kind.clone(), e.mode));
+        }
+        Ok(())
+    })
+    .expect("walk");
+    out
+}
+
+/// The names file sync sends.
+fn session_names(ctx: &Context) -> Vec<String> {
+    let mut out = Vec::new();
+    ctx.walk(|e| {
+        if e.role.in_session() {
+            out.push(e.name.clone());
+        }
         Ok(())
     })
     .expect("walk");
@@ -346,6 +362,66 @@ fn walk_sends_what_the_cli_sends_in_its_order() {
         .map(|r| r.text.as_str())
         .collect();
     assert_eq!(added, ["!.dockerignore", "!Dockerfile"]);
+    // File sync sends neither (the patterns name both), and does send the excluded directory
+    // that holds a re-included file.
+    assert_eq!(
+        session_names(&ctx),
+        [
+            "dangling",
+            "docs",
+            "docs/keep.md",
+            "keep.log",
+            "src",
+            "src/b.log",
+            "src/link",
+            "src/main.rs",
+            "src/main2.rs",
+            "src/z",
+            "src/z/secret",
+        ]
+    );
+}
+
+#[test]
+fn session_times_are_fixed_seconds_that_change_with_the_file() {
+    let dir = fixture();
+    let open = || Context::open(dir.path(), None, Options { mtime: Some(1234) }).expect("open");
+    let time_of = |ctx: &Context, name: &str| {
+        let mut found = None;
+        ctx.walk(|e| {
+            if e.name == name {
+                found = Some(ctx.session_mtime_ns(e));
+            }
+            Ok(())
+        })
+        .expect("walk");
+        found.expect(name)
+    };
+    let before = time_of(&open(), "keep.log");
+    assert_eq!(
+        before / 1_000_000_000,
+        1234,
+        "whole seconds are the fixed time"
+    );
+    assert_eq!(
+        time_of(&open(), "keep.log"),
+        before,
+        "stable while unchanged"
+    );
+    assert_eq!(time_of(&open(), "src"), 1234 * 1_000_000_000);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write(&dir.path().join("keep.log"), "KEEP");
+    let after = time_of(&open(), "keep.log");
+    assert_eq!(after / 1_000_000_000, 1234);
+    assert_ne!(after, before, "a rewrite of the same size is a new time");
+    // Kept times are the file's own.
+    let kept = Context::open(dir.path(), None, Options { mtime: None }).expect("open");
+    let real = fs::metadata(dir.path().join("keep.log")).expect("meta");
+    let real_ns = {
+        use std::os::unix::fs::MetadataExt;
+        real.mtime() * 1_000_000_000 + real.mtime_nsec()
+    };
+    assert_eq!(time_of(&kept, "keep.log"), real_ns);
 }
 
 #[test]
@@ -388,9 +464,9 @@ fn tar_holds_the_walk_with_root_owners_and_fixed_times() {
         .find(|e| e.0 == "src/main2.rs")
         .expect("hard link");
     assert_eq!(link.1, tar::EntryType::Link);
+    // The summary describes what the build sees: not the .dockerignore and Dockerfile that the
+    // tar carries only for the daemon to read.
     let sent = [
-        ".dockerignore",
-        "Dockerfile",
         "docs/keep.md",
         "keep.log",
         "src/b.log",

@@ -22,11 +22,12 @@ use crate::request::check_registries;
 use crate::request::labels;
 use crate::request::object;
 use crate::request::references;
-use crate::request::session_id;
 use crate::request::split_reference;
+use crate::session::secrets::Secrets;
+use crate::session::ssh::Agents;
 use crate::skip::find_present;
 use crate::skip::skipped;
-use crate::stream::stream_build;
+use crate::stream::{Transferred, session_build, stream_build};
 
 pub(crate) async fn build(
     cli: &Cli,
@@ -42,8 +43,13 @@ pub(crate) async fn build(
             return Ok(skipped(&ctx, doc, &summary, &found, started));
         }
     }
+    // Secrets and agents are found before anything is built: a missing one is a usage error.
+    let env = |key: &str| std::env::var(key).ok();
+    let secrets = Secrets::load(&cli.secrets, env)?;
+    let agents = Agents::load(&cli.ssh, env)?;
     let (engine, builder) = daemon.get_or_try_init(|| connect(cli)).await?;
     let (engine, builder) = (engine, *builder);
+    refuse_session_flags(cli, builder)?;
     let refs = references(&doc, &cli.tags);
     let split: Vec<(String, String)> = refs
         .iter()
@@ -57,7 +63,6 @@ pub(crate) async fn build(
     let labels = labels(cli, &doc);
     let cache = prepare_cache(engine, &cli.aws, &cli.cache_from).await;
 
-    let session = session_id();
     let options = BuildRequest {
         cli,
         builder,
@@ -66,7 +71,6 @@ pub(crate) async fn build(
         labels: &labels,
         cache: &cache,
         first: refs.first().map(String::as_str),
-        session: &session,
     }
     .options();
 
@@ -81,7 +85,13 @@ pub(crate) async fn build(
             "the classic builder"
         }
     );
-    let (image_id, progress, summary) = stream_build(engine, &ctx, options).await?;
+    let (image_id, progress, summary, sent) = if builder == Builder::Buildkit {
+        let ssh = (!cli.ssh.is_empty()).then_some(agents);
+        session_build(engine, &ctx, options, secrets, ssh, &cli.aws).await?
+    } else {
+        let (image_id, progress, summary) = stream_build(engine, &ctx, options).await?;
+        (image_id, progress, summary, None)
+    };
 
     for (reference, (repo, tag)) in refs.iter().zip(&split).skip(1) {
         let options = TagImageOptionsBuilder::new().repo(repo).tag(tag).build();
@@ -112,6 +122,9 @@ pub(crate) async fn build(
     build.insert("steps".to_owned(), json!(progress.steps));
     build.insert("cached_steps".to_owned(), json!(progress.cached));
     insert_timing_and_context(&mut build, seconds, &ctx, &summary);
+    if let Some(sent) = sent {
+        insert_sent(&mut build, &sent, &summary);
+    }
     if let Some(target) = &cli.target {
         build.insert("target".to_owned(), json!(target));
     }
@@ -121,6 +134,35 @@ pub(crate) async fn build(
     doc.set("image_id", image_id);
     doc.set("build", Value::Object(build));
     Ok(doc)
+}
+
+/// `--secret` and `--ssh` travel in BuildKit's session, which the classic builder lacks.
+fn refuse_session_flags(cli: &Cli, builder: Builder) -> Result<()> {
+    if builder == Builder::Classic && !(cli.secrets.is_empty() && cli.ssh.is_empty()) {
+        return Err(Error::new(
+            shared::exit::USAGE,
+            "--secret and --ssh need BuildKit, and this build uses the classic builder",
+        )
+        .with_hint("drop --builder classic and DOCKER_BUILDKIT=0, or build without them"));
+    }
+    Ok(())
+}
+
+/// `build.context.sent`: through the session, the daemon asks only for the files it lacks.
+fn insert_sent(build: &mut Map<String, Value>, sent: &Transferred, summary: &Summary) {
+    if let Some(Value::Object(context)) = build.get_mut("context") {
+        context.insert(
+            "sent".to_owned(),
+            json!({"files": sent.files, "bytes": sent.bytes}),
+        );
+    }
+    info!(
+        "the daemon asked for {} of {} files ({} of {})",
+        sent.files,
+        summary.files,
+        shared::show::bytes(sent.bytes),
+        shared::show::bytes(summary.bytes)
+    );
 }
 
 /// The `build` fields a build and a skipped build share: how long it took and what the context

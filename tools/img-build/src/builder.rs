@@ -74,6 +74,12 @@ pub(crate) async fn daemon_buildkit(engine: &Engine) -> std::result::Result<(), 
             chain(&e)
         )
     })?;
+    if !crate::session::http::session_capable(&engine.host) {
+        return Err(format!(
+            "the Docker daemon at {} is reached over TLS, and img-build's BuildKit session needs a unix socket or plain tcp",
+            engine.host
+        ));
+    }
     let os = version.os.unwrap_or_default();
     let api = version.api_version.unwrap_or_default();
     if !os.eq_ignore_ascii_case("linux") {

@@ -22,6 +22,7 @@ mod buildkit;
 mod cache;
 mod explain;
 mod request;
+pub mod session;
 mod skip;
 mod stream;
 #[cfg(test)]
@@ -72,10 +73,18 @@ pub(crate) const CHUNK: usize = 256 * 1024;
   # Build only what changed: an unchanged context is found in the registry by its content tag
   img-tag --tag sha --tag content | img-build --skip-if-present | img-push
 
-BuildKit (the default when the daemon offers it) gets BUILDKIT_INLINE_CACHE=1, so a pushed image
-serves as --cache-from for the next build. Secrets (RUN --mount=type=secret) are not supported:
-see docs/img-build.md. A failing build step exits with 65 (bad input: the Dockerfile or the
-sources), after its last output lines."
+  # A token for a private registry, from a file or the environment, never in the image
+  img-build --no-input --secret id=npmrc,src=$HOME/.npmrc --secret id=token,env=NPM_TOKEN .
+
+  # Private git dependencies through the SSH agent (RUN --mount=type=ssh)
+  img-build --no-input --ssh default .
+
+BuildKit (the default when the daemon offers it) gets the context, the Dockerfile, secrets and
+SSH agents through a session, as the docker CLI sends them: only the files .dockerignore keeps,
+and on a rebuild only those that changed. It gets BUILDKIT_INLINE_CACHE=1, so a pushed image
+serves as --cache-from for the next build. A failing build step exits with 65 (bad input: the
+Dockerfile or the sources), after its last output lines; a --secret or --ssh whose source is
+missing exits with 2 before the build."
 )]
 pub struct Cli {
     /// The build context directory.
@@ -115,6 +124,18 @@ pub struct Cli {
     /// Do not use the build cache (with BuildKit on Engine 20.10, cache mounts start empty too).
     #[arg(long)]
     pub no_cache: bool,
+
+    /// A secret for `RUN --mount=type=secret,id=ID`: id=ID[,src=PATH], id=ID,env=VAR, or
+    /// type=file|env; with neither src nor env, the variable ID if set, else the file ID. Read
+    /// before the build; never written to the image, the logs or the document (repeatable;
+    /// BuildKit only).
+    #[arg(long = "secret", value_name = "id=ID[,src=PATH|env=VAR]", value_parser = session::secrets::parse_secret)]
+    pub secrets: Vec<session::secrets::SecretSpec>,
+
+    /// An SSH agent for `RUN --mount=type=ssh`: default (SSH_AUTH_SOCK), or ID=SOCKET, or
+    /// ID=KEY[,KEY] to serve key files from a private ssh-agent (repeatable; BuildKit only).
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET_OR_KEYS]", value_parser = session::ssh::parse_ssh)]
+    pub ssh: Vec<session::ssh::SshSpec>,
 
     /// Target platform, os/arch[/variant] (e.g. linux/amd64).
     #[arg(long, value_name = "PLATFORM")]

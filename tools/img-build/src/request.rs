@@ -126,14 +126,6 @@ pub(crate) fn check_registries<'a>(references: impl IntoIterator<Item = &'a Stri
     Ok(())
 }
 
-/// A session id for a BuildKit build: unique per process and build.
-pub(crate) fn session_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("img-build-{}-{nanos:x}", std::process::id())
-}
-
 /// The build argument that makes BuildKit write its cache metadata into the image, so the image
 /// can serve as `--cache-from` for later builds.
 pub const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
@@ -149,11 +141,11 @@ pub(crate) struct BuildRequest<'a> {
     #[allow(clippy::ptr_arg)]
     pub(crate) cache: &'a Vec<String>,
     pub(crate) first: Option<&'a str>,
-    pub(crate) session: &'a str,
 }
 
 impl BuildRequest<'_> {
-    /// The `/build` query: BuildKit (version 2, with the session) or the classic builder.
+    /// The `/build` query: BuildKit (version 2; the session is added when it is open) or the
+    /// classic builder.
     pub(crate) fn options(&self) -> bollard::query_parameters::BuildImageOptions {
         let mut options = BuildImageOptionsBuilder::new()
             .dockerfile(self.dockerfile)
@@ -162,9 +154,7 @@ impl BuildRequest<'_> {
             .buildargs(self.args)
             .labels(self.labels);
         options = if self.builder == Builder::Buildkit {
-            options
-                .version(BuilderVersion::BuilderBuildKit)
-                .session(self.session)
+            options.version(BuilderVersion::BuilderBuildKit)
         } else {
             options.version(BuilderVersion::BuilderV1)
         };

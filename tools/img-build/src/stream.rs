@@ -12,6 +12,7 @@ use crate::CHUNK;
 use crate::LAST_LINES;
 use crate::body::ChunkWriter;
 use crate::buildkit::{self, LineKind};
+use crate::session;
 
 /// What the build output said, step by step.
 #[derive(Debug, Default)]
@@ -97,29 +98,22 @@ pub fn plain(line: &str) -> String {
     out
 }
 
-/// Sends the context and follows the build's output; returns the image id, what the output
-/// said, and what was sent.
-pub(crate) async fn stream_build(
-    engine: &Engine,
-    ctx: &Context,
-    options: bollard::query_parameters::BuildImageOptions,
-) -> Result<(String, Progress, Summary)> {
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let writer_ctx = ctx.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut out = ChunkWriter {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-        };
-        writer_ctx.write_tar(&mut out)
-    });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+/// What the build's output said.
+struct Followed {
+    image_id: Option<String>,
+    progress: Progress,
+    trace: buildkit::Trace,
+    failure: Option<Error>,
+}
 
-    let mut stream = engine
-        .client
-        .build_image(options, None, Some(bollard::body_try_stream(body)));
+/// Follows the build's output: lines (or the live display) for people, the image id, and the
+/// first failure.
+async fn follow(
+    engine: &Engine,
+    mut stream: impl futures_util::Stream<
+        Item = std::result::Result<bollard::models::BuildInfo, bollard::errors::Error>,
+    > + Unpin,
+) -> Followed {
     let mut progress = Progress::default();
     let mut trace = buildkit::Trace::default();
     let mut live = Live::start("building");
@@ -171,7 +165,54 @@ pub(crate) async fn stream_build(
         info!("{line}");
     }
     drop(live);
-    drop(stream);
+    Followed {
+        image_id,
+        progress,
+        trace,
+        failure,
+    }
+}
+
+impl Followed {
+    /// The image id and the steps, once the output said the build succeeded.
+    fn image(mut self) -> Result<(String, Progress)> {
+        let Some(image_id) = self.image_id else {
+            return Err(Error::internal(
+                "the build ended without an image id from the daemon",
+            ));
+        };
+        if self.trace.steps > 0 {
+            self.progress.steps = self.trace.steps;
+            self.progress.cached = self.trace.cached;
+        }
+        Ok((image_id, self.progress))
+    }
+}
+
+/// Sends the context as the request's tar body (the classic builder) and follows the build's
+/// output; returns the image id, what the output said, and what was sent.
+pub(crate) async fn stream_build(
+    engine: &Engine,
+    ctx: &Context,
+    options: bollard::query_parameters::BuildImageOptions,
+) -> Result<(String, Progress, Summary)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let writer_ctx = ctx.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        };
+        writer_ctx.write_tar(&mut out)
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+
+    let stream = engine
+        .client
+        .build_image(options, None, Some(bollard::body_try_stream(body)));
+    let followed = follow(engine, stream).await;
     let sent = match writer.await {
         Ok(result) => result,
         Err(e) => Err(Error::internal(format!(
@@ -179,7 +220,7 @@ pub(crate) async fn stream_build(
         ))),
     };
     // A context that could not be read is the cause of whatever the daemon said after it.
-    let summary = match (sent, failure) {
+    let summary = match (sent, followed.failure) {
         (Err(e), _) if !e.is_broken_pipe() => return Err(e),
         (_, Some(failure)) => return Err(failure),
         (Err(_), None) => {
@@ -191,17 +232,80 @@ pub(crate) async fn stream_build(
         }
         (Ok(summary), None) => summary,
     };
-    let Some(image_id) = image_id else {
-        return Err(Error::internal(
-            "the build ended without an image id from the daemon",
-        ));
-    };
-
-    if trace.steps > 0 {
-        progress.steps = trace.steps;
-        progress.cached = trace.cached;
+    let (image_id, progress) = Followed {
+        failure: None,
+        ..followed
     }
+    .image()?;
     Ok((image_id, progress, summary))
+}
+
+/// What a session build sent of the context.
+#[derive(Debug, Default)]
+pub(crate) struct Transferred {
+    /// Files whose content went to the daemon.
+    pub(crate) files: u64,
+    /// Their bytes.
+    pub(crate) bytes: u64,
+}
+
+/// Builds with BuildKit through a session of our own (see [`crate::session`]): the context,
+/// the Dockerfile, secrets and SSH agents are served to the daemon, which asks for what it
+/// needs. Returns the image id, what the output said, the context's summary (hashed as the
+/// build sees it, alongside the build) and what was sent.
+pub(crate) async fn session_build(
+    engine: &Engine,
+    ctx: &Context,
+    mut options: bollard::query_parameters::BuildImageOptions,
+    secrets: session::secrets::Secrets,
+    ssh: Option<session::ssh::Agents>,
+    aws: &aws::AwsArgs,
+) -> Result<(String, Progress, Summary, Option<Transferred>)> {
+    let hashing = {
+        let ctx = ctx.clone();
+        tokio::task::spawn_blocking(move || ctx.hash())
+    };
+    let files = session::filesync::FileSync::new(ctx.clone())?;
+    let providers = session::Providers {
+        files: files.clone(),
+        auth: session::auth::Auth { aws: aws.clone() },
+        secrets,
+        ssh,
+    };
+    let key = session::shared_key(ctx.root());
+    let opened = session::Session::open(engine, &key, providers).await?;
+    options.session = Some(opened.id.clone());
+    options.remote = Some("client-session".to_owned());
+    options.dockerfile = ctx.dockerfile_base_name();
+    let query = serde_urlencoded::to_string(&options)
+        .map_err(|e| Error::internal(format!("encoding the build request: {e}")))?;
+    let result = match session::http::build(engine, &query).await {
+        Ok(stream) => Ok(follow(engine, Box::pin(stream)).await),
+        Err(e) => Err(e),
+    };
+    opened.close().await;
+    let followed = result?;
+    // A file this side could not send is the cause of whatever the daemon said after it.
+    if let Some(own) = files.take_failure() {
+        return Err(own);
+    }
+    if let Some(failure) = followed.failure {
+        return Err(failure);
+    }
+    let summary = match hashing.await {
+        Ok(result) => result?,
+        Err(e) => {
+            return Err(Error::internal(format!(
+                "hashing the build context stopped: {e}"
+            )));
+        }
+    };
+    let (image_id, progress) = followed.image()?;
+    let sent = Transferred {
+        files: files.sent.files.load(std::sync::atomic::Ordering::Relaxed),
+        bytes: files.sent.bytes.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    Ok((image_id, progress, summary, Some(sent)))
 }
 
 /// BuildKit's lines on the live display: a row per vertex with its name, then its last output

@@ -1,0 +1,533 @@
+//! `moby.filesync.v1.FileSync/DiffCopy`: the sending side of tonistiigi/fsutil's protocol.
+//!
+//! The daemon asks for one directory by name (`dir-name`), with the `include-patterns`,
+//! `exclude-patterns` and `followpaths` its frontend wants. This side then sends:
+//! - a `STAT` packet per entry, in the walk's order (each directory before its contents, names
+//!   in byte order), numbered from 0 in the order sent, then an empty `STAT` for the end;
+//! - for each number the daemon asks for (`REQ`), the file's bytes in `DATA` packets and an
+//!   empty `DATA` for the end: only regular files, and only those whose metadata differ from the
+//!   copy the daemon kept from the last build under the session's shared key;
+//! - `FIN` after the daemon's `FIN`.
+//!
+//! Modes are Go's `os.FileMode` bits; owners are 0, as the docker CLI maps them. Two directories
+//! exist: `context` (the walk of crate `context`, as file sync sends it) and `dockerfile` (the
+//! Dockerfile alone, so its own directory is never exposed).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bollard_buildkit_proto::fsutil::types::packet::PacketType;
+use bollard_buildkit_proto::fsutil::types::{Packet, Stat};
+use bollard_buildkit_proto::moby::filesync::v1::file_sync_server;
+use context::{Context, Entry, Ignore, Kind};
+use shared::{Error, Result, verbose};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Bytes of file content per `DATA` packet.
+const CHUNK: usize = 256 * 1024;
+
+/// What the transfers sent, for the record.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    /// Files whose content was sent.
+    pub(crate) files: AtomicU64,
+    /// Bytes of file content sent.
+    pub(crate) bytes: AtomicU64,
+}
+
+/// The two directories of a build, and what went wrong on this side, if anything did.
+#[derive(Clone)]
+pub(crate) struct FileSync {
+    context: Arc<Context>,
+    dockerfile: Arc<Entry>,
+    pub(crate) sent: Arc<Sent>,
+    pub(crate) failure: Arc<Mutex<Option<Error>>>,
+}
+
+impl FileSync {
+    pub(crate) fn new(context: Context) -> Result<Self> {
+        let dockerfile = context.dockerfile_entry()?;
+        Ok(Self {
+            context: Arc::new(context),
+            dockerfile: Arc::new(dockerfile),
+            sent: Arc::default(),
+            failure: Arc::default(),
+        })
+    }
+
+    /// The first error this side met while sending (a file that could not be read).
+    pub(crate) fn take_failure(&self) -> Option<Error> {
+        self.failure.lock().ok().and_then(|mut f| f.take())
+    }
+}
+
+/// The directories and patterns of one request.
+struct Ask {
+    dir: String,
+    includes: Vec<String>,
+    excludes: Vec<String>,
+    follow: Vec<String>,
+}
+
+impl Ask {
+    fn from_metadata(meta: &tonic::metadata::MetadataMap) -> Self {
+        let values = |key: &str| -> Vec<String> {
+            let encoded = meta
+                .get(format!("{key}-encoded"))
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
+            meta.get_all(key)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(|v| {
+                    if encoded {
+                        query_unescape(v)
+                    } else {
+                        v.to_owned()
+                    }
+                })
+                .collect()
+        };
+        Self {
+            dir: values("dir-name").into_iter().next().unwrap_or_default(),
+            includes: values("include-patterns"),
+            excludes: values("exclude-patterns"),
+            follow: values("followpaths"),
+        }
+    }
+}
+
+/// Go's `url.QueryUnescape`: `%XX` and `+`.
+fn query_unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(high), Some(low)) => {
+                    out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The request's own filter on top of the walk: includes (with the link targets of the follow
+/// paths) and excludes, matched as moby's patternmatcher does.
+struct Filter {
+    include: Option<Ignore>,
+    /// Literal include patterns, when all are literal: directories outside them are not
+    /// entered.
+    prefixes: Option<Vec<String>>,
+    exclude: Option<Ignore>,
+    /// Directories not sent yet, because nothing under them was included yet.
+    pending: Vec<Entry>,
+}
+
+impl Filter {
+    fn new(ask: &Ask, ctx: &Context, root: Option<&std::path::Path>) -> Result<Self> {
+        let mut includes = ask.includes.clone();
+        if let Some(root) = root {
+            includes.extend(follow_links(root, &ask.follow));
+        } else {
+            includes.extend(ask.follow.iter().cloned());
+        }
+        let include = if includes.is_empty() {
+            None
+        } else {
+            Some(Ignore::from_patterns(&includes)?)
+        };
+        let prefixes = include.as_ref().and_then(|inc| {
+            inc.rules()
+                .iter()
+                .filter(|r| !r.exclusion)
+                .map(|r| {
+                    let literal = r.pattern.trim_end_matches("/**").trim_end_matches("**");
+                    (!literal.contains(['*', '?', '[', ']', '^', '\\']))
+                        .then(|| literal.trim_end_matches('/').to_owned())
+                })
+                .collect::<Option<Vec<String>>>()
+        });
+        // The frontend sends back the patterns it read from our own .dockerignore, which the
+        // walk already applied.
+        let ours: Vec<&str> = ctx
+            .ignore()
+            .rules()
+            .iter()
+            .filter(|r| r.origin != context::Origin::Added)
+            .map(|r| r.text.as_str())
+            .collect();
+        let exclude = if ask.excludes.is_empty() {
+            None
+        } else {
+            let theirs = Ignore::from_patterns(&ask.excludes)?;
+            let same = theirs
+                .rules()
+                .iter()
+                .map(|r| r.text.as_str())
+                .eq(ours.iter().copied());
+            (!same).then_some(theirs)
+        };
+        Ok(Self {
+            include,
+            prefixes,
+            exclude,
+            pending: Vec::new(),
+        })
+    }
+
+    /// Whether the walk should descend into directory `dir`.
+    fn enter(&self, dir: &str) -> bool {
+        let (Some(include), Some(prefixes)) = (&self.include, &self.prefixes) else {
+            return true;
+        };
+        include.matches_or_parent_matches(dir).excluded
+            || prefixes.iter().any(|p| p.starts_with(&format!("{dir}/")))
+    }
+
+    /// The entries to send for `entry`: the directories above it not sent yet, then itself; or
+    /// none.
+    fn pass(&mut self, entry: &Entry) -> Vec<Entry> {
+        self.pending
+            .retain(|dir| entry.name.starts_with(&format!("{}/", dir.name)));
+        if let Some(exclude) = &self.exclude
+            && exclude.matches_or_parent_matches(&entry.name).excluded
+        {
+            return Vec::new();
+        }
+        if let Some(include) = &self.include
+            && !include.matches_or_parent_matches(&entry.name).excluded
+        {
+            if entry.kind == Kind::Dir {
+                self.pending.push(entry.clone());
+            }
+            return Vec::new();
+        }
+        let mut out: Vec<Entry> = self.pending.drain(..).collect();
+        out.push(entry.clone());
+        out
+    }
+}
+
+/// fsutil's `FollowLinks`: each follow path, and the target of each link on the way, within the
+/// directory (an absolute target is read from the directory's root; one that leaves it is not
+/// followed).
+fn follow_links(root: &std::path::Path, paths: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for path in paths {
+        let mut current = context::clean(path.trim_start_matches('/'));
+        for _ in 0..40 {
+            out.push(current.clone());
+            let Ok(target) = std::fs::read_link(root.join(&current)) else {
+                break;
+            };
+            let target = target.to_string_lossy().into_owned();
+            let joined = if let Some(absolute) = target.strip_prefix('/') {
+                absolute.to_owned()
+            } else {
+                match current.rsplit_once('/') {
+                    Some((parent, _)) => format!("{parent}/{target}"),
+                    None => target,
+                }
+            };
+            let next = context::clean(&joined);
+            if next == ".." || next.starts_with("../") || next == "." {
+                break;
+            }
+            current = next;
+        }
+    }
+    out
+}
+
+/// Go's `os.FileMode` for an entry.
+fn go_mode(entry: &Entry) -> u32 {
+    let mut mode = entry.mode & 0o777;
+    if entry.mode & 0o4000 != 0 {
+        mode |= 1 << 23;
+    }
+    if entry.mode & 0o2000 != 0 {
+        mode |= 1 << 22;
+    }
+    if entry.mode & 0o1000 != 0 {
+        mode |= 1 << 20;
+    }
+    mode | match entry.kind {
+        Kind::Dir => 1 << 31,
+        Kind::Symlink(_) => 1 << 27,
+        Kind::Fifo => 1 << 25,
+        Kind::CharDevice(..) => (1 << 26) | (1 << 21),
+        Kind::BlockDevice(..) => 1 << 26,
+        Kind::File(_) | Kind::HardLink(_) => 0,
+    }
+}
+
+fn stat(ctx: &Context, entry: &Entry) -> Stat {
+    let (size, linkname, dev) = match &entry.kind {
+        Kind::File(n) => (i64::try_from(*n).unwrap_or(i64::MAX), String::new(), (0, 0)),
+        Kind::Symlink(target) => {
+            let target = target.to_string_lossy().into_owned();
+            (
+                i64::try_from(target.len()).unwrap_or(i64::MAX),
+                target,
+                (0, 0),
+            )
+        }
+        Kind::HardLink(first) => (0, first.clone(), (0, 0)),
+        Kind::CharDevice(a, b) | Kind::BlockDevice(a, b) => (0, String::new(), (*a, *b)),
+        Kind::Dir | Kind::Fifo => (0, String::new(), (0, 0)),
+    };
+    Stat {
+        path: entry.name.clone(),
+        mode: go_mode(entry),
+        uid: 0,
+        gid: 0,
+        size,
+        mod_time: ctx.session_mtime_ns(entry),
+        linkname,
+        devmajor: i64::from(dev.0),
+        devminor: i64::from(dev.1),
+        xattrs: HashMap::new(),
+    }
+}
+
+fn packet(kind: PacketType) -> Packet {
+    Packet {
+        r#type: kind as i32,
+        stat: None,
+        id: 0,
+        data: Vec::new(),
+    }
+}
+
+type Out = mpsc::Sender<std::result::Result<Packet, Status>>;
+
+/// What a number stands for: a file to read, and its size when the walk saw it.
+type Files = Arc<Mutex<HashMap<u32, (PathBuf, Option<u64>)>>>;
+
+fn gone() -> Error {
+    Error::unavailable("the Docker daemon stopped reading the build context")
+}
+
+/// Sends the STAT packets of a directory, then the end of the list.
+fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()> {
+    let ctx = &*sync.context;
+    let mut id: u32 = 0;
+    let mut send = |entry: &Entry| -> Result<()> {
+        if matches!(entry.kind, Kind::File(_) | Kind::HardLink(_))
+            && let Some(path) = &entry.path
+            && let Ok(mut map) = files.lock()
+        {
+            let size = match entry.kind {
+                Kind::File(n) => Some(n),
+                _ => None,
+            };
+            map.insert(id, (path.clone(), size));
+        }
+        let mut p = packet(PacketType::PacketStat);
+        p.stat = Some(stat(ctx, entry));
+        id += 1;
+        out.blocking_send(Ok(p)).map_err(|_| gone())
+    };
+    if ask.dir == "context" {
+        {
+            let filter = Mutex::new(Filter::new(ask, ctx, Some(ctx.root()))?);
+            let enter = |dir: &str| filter.lock().map_or(true, |f| f.enter(dir));
+            ctx.walk_pruned(&enter, &mut |entry| {
+                if !entry.role.in_session() {
+                    return Ok(());
+                }
+                let passed = filter.lock().map(|mut f| f.pass(entry)).unwrap_or_default();
+                for e in &passed {
+                    send(e)?;
+                }
+                Ok(())
+            })?;
+        }
+    } else {
+        let mut filter = Filter::new(ask, ctx, None)?;
+        for e in filter.pass(&sync.dockerfile) {
+            send(&e)?;
+        }
+    }
+    out.blocking_send(Ok(packet(PacketType::PacketStat)))
+        .map_err(|_| gone())
+}
+
+/// Sends the files asked for, one after the other, each ended by an empty DATA packet.
+fn send_files(
+    asked: &std::sync::mpsc::Receiver<(u32, PathBuf, Option<u64>)>,
+    out: &Out,
+    sent: Option<&Sent>,
+) -> Result<()> {
+    use std::io::Read;
+    let mut buf = vec![0u8; CHUNK];
+    for (id, path, size) in asked {
+        let file = shared::files::open_regular(&path, "context file")?;
+        let limit = size.unwrap_or(u64::MAX);
+        let mut reader = file.take(limit.saturating_add(1));
+        let mut total = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .map_err(|e| Error::read_io(format!("reading {}", path.display()), &e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            if total > limit {
+                break;
+            }
+            let mut p = packet(PacketType::PacketData);
+            p.id = id;
+            p.data = buf[..n].to_vec();
+            out.blocking_send(Ok(p)).map_err(|_| gone())?;
+        }
+        if size.is_some_and(|s| s != total) {
+            return Err(Error::data(format!(
+                "{} changed size while the build context was sent",
+                path.display()
+            ))
+            .with_hint("build again once nothing writes to the context"));
+        }
+        if let Some(sent) = sent {
+            sent.files.fetch_add(1, Ordering::Relaxed);
+            sent.bytes.fetch_add(total, Ordering::Relaxed);
+        }
+        let mut end = packet(PacketType::PacketData);
+        end.id = id;
+        out.blocking_send(Ok(end)).map_err(|_| gone())?;
+    }
+    Ok(())
+}
+
+impl FileSync {
+    fn fail(&self, out: &Out, error: Error) {
+        let mut p = packet(PacketType::PacketErr);
+        p.data = error.message().as_bytes().to_vec();
+        let _ = out.try_send(Ok(p));
+        if let Ok(mut slot) = self.failure.lock()
+            && slot.is_none()
+        {
+            *slot = Some(error);
+        }
+    }
+
+    async fn serve(self, ask: Ask, out: Out, mut incoming: Streaming<Packet>) {
+        let files: Files = Arc::default();
+        let counted = ask.dir == "context";
+        let walk = {
+            let (sync, files, out) = (self.clone(), files.clone(), out.clone());
+            tokio::task::spawn_blocking(move || send_stats(&sync, &ask, &files, &out))
+        };
+        let (asked_tx, asked_rx) = std::sync::mpsc::channel();
+        let sender = {
+            // What is counted is the context; the Dockerfile goes every time.
+            let (out, sent) = (out.clone(), self.sent.clone());
+            tokio::task::spawn_blocking(move || {
+                send_files(&asked_rx, &out, counted.then_some(&*sent))
+            })
+        };
+        let mut finished = false;
+        while let Ok(Some(p)) = incoming.message().await {
+            {
+                match PacketType::try_from(p.r#type) {
+                    Ok(PacketType::PacketReq) => {
+                        let found = files.lock().ok().and_then(|mut m| m.remove(&p.id));
+                        let Some((path, size)) = found else {
+                            self.fail(
+                                &out,
+                                Error::internal(format!(
+                                    "the daemon asked for unknown file {}",
+                                    p.id
+                                )),
+                            );
+                            break;
+                        };
+                        if asked_tx.send((p.id, path, size)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(PacketType::PacketFin) => {
+                        finished = true;
+                        break;
+                    }
+                    Ok(PacketType::PacketErr) => {
+                        verbose!(
+                            "the daemon's file sync ended with: {}",
+                            shared::cli::one_line(&String::from_utf8_lossy(&p.data))
+                        );
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        drop(asked_tx);
+        for result in [walk.await, sender.await] {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    finished = false;
+                    self.fail(&out, e);
+                }
+                Err(e) => self.fail(
+                    &out,
+                    Error::internal(format!("the file sync task stopped: {e}")),
+                ),
+            }
+        }
+        if finished {
+            let _ = out.send(Ok(packet(PacketType::PacketFin))).await;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl file_sync_server::FileSync for FileSync {
+    type DiffCopyStream = ReceiverStream<std::result::Result<Packet, Status>>;
+
+    async fn diff_copy(
+        &self,
+        request: Request<Streaming<Packet>>,
+    ) -> std::result::Result<Response<Self::DiffCopyStream>, Status> {
+        let ask = Ask::from_metadata(request.metadata());
+        if ask.dir != "context" && ask.dir != "dockerfile" {
+            return Err(Status::not_found(format!(
+                "no access allowed to dir {:?}",
+                ask.dir
+            )));
+        }
+        verbose!(
+            "file sync: {} (include {:?}, exclude {:?}, follow {:?})",
+            ask.dir,
+            ask.includes,
+            ask.excludes,
+            ask.follow
+        );
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(self.clone().serve(ask, tx, request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type TarStreamStream = ReceiverStream<std::result::Result<Packet, Status>>;
+
+    async fn tar_stream(
+        &self,
+        _request: Request<Streaming<Packet>>,
+    ) -> std::result::Result<Response<Self::TarStreamStream>, Status> {
+        Err(Status::unimplemented("only DiffCopy is served"))
+    }
+}
