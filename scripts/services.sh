@@ -47,7 +47,7 @@ ECR_PORT="${IMGPIPE_ECR_PORT:-5055}"
 HOST=127.0.0.1
 
 BASE_IMAGE=local/busybox:1
-APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl openssl util-linux)
+APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl openssl util-linux openssh-client)
 # A set checked to work together (moto's server + aws-cli v1 in one venv, `pip check` clean).
 # awscli 1.46 carries its own copy of botocore (awscli/botocore); boto3/botocore are moto's,
 # pinned to the pair pip resolved for it.

@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::harness::{Refs, docker, in_terminal, registry_manifest, service, tool, unique};
 
 /// Removes the named images when the test ends, whatever happens.
-struct Images(Vec<String>);
+pub(crate) struct Images(pub(crate) Vec<String>);
 
 impl Drop for Images {
     fn drop(&mut self) {
@@ -19,11 +19,11 @@ impl Drop for Images {
     }
 }
 
-fn base() -> String {
+pub(crate) fn base() -> String {
     service("IMGPIPE_BASE_IMAGE")
 }
 
-fn write(path: &Path, text: &str) {
+pub(crate) fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
@@ -33,7 +33,7 @@ fn chmod(path: &Path, mode: u32) {
 }
 
 /// Lists /ctx in an image: name, raw mode, link count, size, link target; then content hashes.
-fn listing(image: &str) -> (String, String, String) {
+pub(crate) fn listing(image: &str) -> (String, String, String) {
     let script = "cd /ctx && find . -exec stat -c '%n|%f|%h|%s|%N' {} + | sort; echo ====; \
                   find . -type f ! -name .dockerignore -exec sha256sum {} + | sort; echo ====; \
                   cat .dockerignore 2>/dev/null || echo '(no .dockerignore)'";

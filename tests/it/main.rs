@@ -4,6 +4,7 @@
 // A panic is how a test fails: unwrapping in helpers reports the location like an assert.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod build_session;
 mod buildspecs;
 mod clients;
 mod codebuild;
