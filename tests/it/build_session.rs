@@ -510,3 +510,87 @@ fn a_step_lists_the_keys_of_the_forwarded_ssh_agent() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_hostile_context_sends_links_as_links_and_never_reads_a_fifo() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside_secret = unique("host-file-outside-the-context");
+    let outside = dir.path().join("outside.txt");
+    write(&outside, &outside_secret);
+    let ctx = dir.path().join("ctx");
+    write(&ctx.join("app.txt"), "app\n");
+    std::os::unix::fs::symlink(&outside, ctx.join("absolute-link")).unwrap();
+    std::os::unix::fs::symlink("../outside.txt", ctx.join("relative-link")).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(ctx.join("pipe"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    write(
+        &ctx.join("new\nline and \u{1b}[2J escape.txt"),
+        "odd name\n",
+    );
+    write(
+        &ctx.join("Dockerfile"),
+        &format!(
+            "FROM {}\nCOPY . /ctx\nRUN cat /ctx/absolute-link /ctx/relative-link > /read.txt 2>&1; ls -l /ctx > /ls.txt\n",
+            base()
+        ),
+    );
+    let image = unique("imgpipe-session-hostile").to_lowercase();
+    let _images = Images(vec![image.clone()]);
+    tool("img-build")
+        .args([
+            "--no-input",
+            "--no-cache",
+            "--tag",
+            &image,
+            ctx.to_str().unwrap(),
+        ])
+        .kill_after(std::time::Duration::from_secs(120))
+        .run()
+        .success()
+        .hides(&outside_secret);
+    assert!(
+        !contains(&saved(&image), &outside_secret),
+        "a file outside the context reached the image"
+    );
+    let (ok, listing) = docker(&["run", "--rm", &image, "cat", "/ls.txt"]);
+    assert!(ok, "{listing}");
+    assert!(
+        listing.contains(&format!("absolute-link -> {}", outside.display())),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("relative-link -> ../outside.txt"),
+        "{listing}"
+    );
+    // The FIFO was sent as an entry and never opened (a read would have hung the build); the
+    // daemon's copy leaves it out of the image.
+    assert!(listing.contains("escape.txt"), "{listing}");
+
+    // Copying a link by name resolves it inside the context, as docker does: the host's file is
+    // never what arrives.
+    write(
+        &ctx.join("Dockerfile"),
+        &format!("FROM {}\nCOPY absolute-link /leak\n", base()),
+    );
+    let out = tool("img-build")
+        .args([
+            "--no-input",
+            "--no-cache",
+            "--tag",
+            &image,
+            ctx.to_str().unwrap(),
+        ])
+        .kill_after(std::time::Duration::from_secs(120))
+        .run();
+    out.hides(&outside_secret);
+    if out.code == Some(0) {
+        assert!(!contains(&saved(&image), &outside_secret));
+    } else {
+        out.code(65);
+    }
+}
