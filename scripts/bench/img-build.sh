@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmark: img-build against the docker CLI's classic builder, on the same daemon, in one run.
+# Benchmark: img-build against the docker CLI's classic builder, and img-build's BuildKit session
+# against the tar upload it replaced, on the same daemon, in one run.
 #
 # Generates a build context of about 50,000 files and 1 GB, half of it excluded by .dockerignore
 # (an excluded tree, and *.tmp files next to the kept ones), then builds it with
@@ -17,11 +18,26 @@
 # on caches the other warmed. Both clients' images are removed after each run, so every build does
 # the same work on the daemon (the COPY step's layer stays cached for both alike).
 #
-# Usage: scripts/bench/img-build.sh [--files N] [--mb M] [--runs R] [--keep]
-#   --files N  files in the context (default 50000)
-#   --mb M     total size in MB (default 1024); e.g. --files 5000 --mb 100 for a quick run
-#   --runs R   builds per client (default 3)
-#   --keep     keep the generated context (printed path) instead of deleting it
+# The BuildKit part (issue 19) builds the same context with BuildKit twice per client: a first
+# build on a daemon whose build cache was just pruned, then a rebuild after one kept file changed
+# (same size, new bytes). The clients are this img-build (its own session: file sync, only the
+# files the daemon lacks) and the img-build of --baseline (default b67b2ab, the last that sent the
+# context to BuildKit as a tar body through bollard). It prints bytes sent, wall time, client CPU
+# and peak memory, the ratios, and this img-build's peak memory on a context a quarter the size
+# (flat memory: the two should match). Targets: the rebuild at least 20x faster, the first build
+# no slower. Its Dockerfile (outside the context) bind-mounts the whole context into one cheap
+# step (`du`): BuildKit must receive all of it, no layer copies it, and the step reruns when a
+# file changes, so the build's time is the context's transfer. (With `COPY one-file`, BuildKit
+# asks the session for that file alone, and the comparison would say nothing.)
+#
+# Usage: scripts/bench/img-build.sh [--files N] [--mb M] [--runs R] [--part P] [--baseline REF] [--keep]
+#   --files N       files in the context (default 50000)
+#   --mb M          total size in MB (default 1024); e.g. --files 5000 --mb 100 for a quick run
+#   --runs R        builds per client (default 3)
+#   --part P        classic, buildkit or all (default all)
+#   --baseline REF  the commit whose img-build is the tar-upload baseline (default b67b2ab);
+#                   built once into target/bench-baseline, or set IMG_BUILD_BASELINE=/path
+#   --keep          keep the generated context (printed path) instead of deleting it
 # Needs the local services (scripts/services.sh up); builds target/release/img-build if missing
 # (or set IMG_BUILD=/path/to/img-build).
 set -euo pipefail
@@ -33,11 +49,15 @@ files=50000
 mb=1024
 keep=false
 runs=3
+part=all
+baseline_ref=b67b2ab
 while [ $# -gt 0 ]; do
   case "$1" in
     --files) files="$2"; shift 2 ;;
     --mb) mb="$2"; shift 2 ;;
     --runs) runs="$2"; shift 2 ;;
+    --part) part="$2"; shift 2 ;;
+    --baseline) baseline_ref="$2"; shift 2 ;;
     --keep) keep=true; shift ;;
     *) echo "unknown argument: $1 (see the header of $0)" >&2; exit 2 ;;
   esac
@@ -50,21 +70,23 @@ eval "$(scripts/services.sh up)"
 base="${IMGPIPE_BASE_IMAGE:-local/busybox:1}"
 
 bin="${IMG_BUILD:-$root/target/release/img-build}"
-if [ ! -x "$bin" ]; then
-  echo "building $bin (release)..." >&2
+if [ -z "${IMG_BUILD:-}" ]; then
+  echo "building $bin (release; nothing to do when it is up to date)..." >&2
   cargo build --release -p img-build >&2
 fi
 
 work="$(mktemp -d)"
 tag="imgpipe-bench-$$"
 cleanup() {
-  docker image rm -f "$tag-cli" "$tag-img" >/dev/null 2>&1 || true
+  docker image rm -f "$tag-cli" "$tag-img" "$tag-new" "$tag-main" >/dev/null 2>&1 || true
   if $keep; then echo "context kept in $work/ctx" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
-echo "generating $files files, $mb MB (half excluded) in $work/ctx ..." >&2
-python3 - "$work/ctx" "$files" "$mb" <<'PY'
+generate() { # dir, files, MB
+  local dir="$1" n="$2" m="$3"
+  echo "generating $n files, $m MB (half excluded) in $dir ..." >&2
+  python3 - "$dir" "$n" "$m" <<'PY'
 import os, sys
 root, files, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 size = max(1, mb * 1024 * 1024 // files)
@@ -91,13 +113,16 @@ for i in range(files):
         f.write(block[off:off + size])
 open(os.path.join(root, "keep", "d000", "f00000.bin"), "ab").close()
 PY
-sed -i "s|^FROM .*|FROM $base|" "$work/ctx/Dockerfile"
-# Warm the page cache so neither client pays for the first read (through a pipe: GNU tar does
-# not read file contents when writing to /dev/null).
-tar -cf - -C "$work/ctx" . | cat >/dev/null
-# Write the generated files out now: otherwise the kernel flushes a gigabyte of dirty pages during
-# the first build, and whichever client runs first pays for it.
-sync
+  sed -i "s|^FROM .*|FROM $base|" "$dir/Dockerfile"
+  # Warm the page cache so neither client pays for the first read (through a pipe: GNU tar does
+  # not read file contents when writing to /dev/null).
+  tar -cf - -C "$dir" . | cat >/dev/null
+  # Write the generated files out now: otherwise the kernel flushes a gigabyte of dirty pages during
+  # the first build, and whichever client runs first pays for it.
+  sync
+}
+
+generate "$work/ctx" "$files" "$mb"
 
 measure() { # name, then the command
   local name="$1"; shift
@@ -110,6 +135,7 @@ measure() { # name, then the command
     END { printf "%s %.2f %.2f %.1f\n", name, wall, user + sys, rss / 1024 }' "$work/$name.err"
 }
 
+if [ "$part" = classic ] || [ "$part" = all ]; then
 run_cli() { DOCKER_BUILDKIT=0 measure docker-cli docker build -q -t "$tag-cli" "$work/ctx"; }
 run_img() { measure img-build "$bin" --no-input -q --builder classic --tag "$tag-img" "$work/ctx"; }
 : >"$work/results"
@@ -143,3 +169,76 @@ c, o = med["docker-cli"], med["img-build"]
 print("ratio img-build/docker-cli (medians): wall %.2f, CPU %.2f, peak memory %.2f"
       % (r(o[0], c[0]), r(o[1], c[1]), r(o[2], c[2])))
 PY
+fi
+
+if [ "$part" = buildkit ] || [ "$part" = all ]; then
+  baseline="${IMG_BUILD_BASELINE:-}"
+  if [ -z "$baseline" ]; then
+    dir="$root/target/bench-baseline"
+    baseline="$dir/target/release/img-build"
+    if [ ! -x "$baseline" ] || [ "$(cat "$dir/REF" 2>/dev/null)" != "$baseline_ref" ]; then
+      echo "building the baseline img-build of $baseline_ref (release) in $dir ..." >&2
+      rm -rf "$dir/src"
+      mkdir -p "$dir"
+      git -C "$root" archive --prefix=src/ "$baseline_ref" | tar -x -C "$dir"
+      CARGO_TARGET_DIR="$dir/target" cargo build --release -p img-build --manifest-path "$dir/src/Cargo.toml" >&2
+      echo "$baseline_ref" >"$dir/REF"
+    fi
+  fi
+  printf 'FROM %s\nRUN --mount=type=bind,target=/ctx du -s /ctx > /context-size\n' "$base" >"$work/Dockerfile.buildkit"
+  # One kept file, rewritten with new bytes of the same size.
+  change() { python3 -c 'import os,sys; p=sys.argv[1]; n=os.path.getsize(p); open(p,"wb").write(os.urandom(n))' "$work/ctx/keep/d000/f00002.bin"; }
+  : >"$work/bk-results"
+  for i in $(seq 1 "$runs"); do
+    if [ $((i % 2)) -eq 1 ]; then order="main new"; else order="new main"; fi
+    for who in $order; do
+      if [ "$who" = new ]; then exe="$bin"; else exe="$baseline"; fi
+      docker builder prune -af >/dev/null
+      line=$(measure "$who-first" "$exe" --no-input -q --builder buildkit -f "$work/Dockerfile.buildkit" --tag "$tag-$who" "$work/ctx") || exit 1
+      echo "run $i: $line" >&2; echo "$line" >>"$work/bk-results"
+      change
+      line=$(measure "$who-rebuild" "$exe" --no-input -q --builder buildkit -f "$work/Dockerfile.buildkit" --tag "$tag-$who" "$work/ctx") || exit 1
+      echo "run $i: $line" >&2; echo "$line" >>"$work/bk-results"
+    done
+  done
+  # Flat memory: this img-build's first build of a context a quarter the size.
+  generate "$work/small" $((files / 4)) $((mb / 4))
+  docker builder prune -af >/dev/null
+  small=$(measure new-small "$bin" --no-input -q --builder buildkit -f "$work/Dockerfile.buildkit" --tag "$tag-new" "$work/small") || exit 1
+  echo "$small" >>"$work/bk-results"
+
+  python3 - "$work" "$files" "$mb" <<'PY'
+import json, statistics, sys
+work, files, mb = sys.argv[1], sys.argv[2], sys.argv[3]
+rows = {}
+for line in open(work + "/bk-results"):
+    name, wall, cpu, mem = line.split()
+    rows.setdefault(name, []).append((float(wall), float(cpu), float(mem)))
+def doc(name):
+    return json.load(open("%s/%s.out" % (work, name)))["build"]["context"]
+kept = doc("main-first")
+sent = {
+    "main-first": kept["bytes"], "main-rebuild": kept["bytes"],
+    "new-first": doc("new-first")["sent"]["bytes"], "new-rebuild": doc("new-rebuild")["sent"]["bytes"],
+}
+print()
+print("BuildKit: %s files, %s MB generated, %d files and %.1f MB kept by .dockerignore; %d runs each"
+      % (files, mb, kept["files"], kept["bytes"] / 1e6, len(rows["new-first"])))
+print("main = the baseline img-build, the context as a tar body; new = this img-build's session")
+print("%-13s %-14s %-22s %-22s %-22s" % ("build", "bytes sent", "wall (s) | median", "client CPU (s) | median", "peak RSS (MB) | median"))
+med = {}
+for name in ("main-first", "new-first", "main-rebuild", "new-rebuild"):
+    cols = list(zip(*rows[name]))
+    med[name] = [statistics.median(c) for c in cols]
+    cells = ["%s | %.2f" % (" ".join("%.2f" % x for x in c), m) for c, m in zip(cols, med[name])]
+    print("%-13s %-14s %-22s %-22s %-22s" % (name, "%.1f MB" % (sent[name] / 1e6), *cells))
+r = lambda a, b: a / b if b else float("nan")
+for kind, target in (("first", "no slower: wall ratio main/new >= 1"), ("rebuild", "at least 20x: wall ratio main/new >= 20")):
+    m, n = med["main-" + kind], med["new-" + kind]
+    print("%-8s main/new (medians): wall %.1fx, client CPU %.1fx, peak memory %.2fx, bytes %.0fx   target: %s"
+          % (kind, r(m[0], n[0]), r(m[1], n[1]), r(m[2], n[2]), r(sent["main-" + kind], max(sent["new-" + kind], 1)), target))
+small = rows["new-small"][0]
+print("flat memory: new peak RSS %.1f MB on the full context, %.1f MB on a quarter of it (ratio %.2f)"
+      % (med["new-first"][2], small[2], r(med["new-first"][2], small[2])))
+PY
+fi
