@@ -49,10 +49,12 @@ use sha2::{Digest, Sha256};
 use shared::error::{Error, Result};
 use shared::files;
 
+mod cache;
 mod ignore;
 mod report;
 mod stream;
 
+pub use cache::HashCache;
 pub use ignore::*;
 pub use report::{DirSize, Report};
 
@@ -181,6 +183,9 @@ pub struct Entry {
     /// A number that changes whenever the file may have changed (its times, inode and size
     /// mixed), without reading it: file sync's receiver compares it to skip unchanged files.
     pub stamp: u64,
+    /// Its change time (seconds): the hash cache trusts only files that have not changed in
+    /// the last moments.
+    pub ctime: i64,
     /// Which transfer sends it.
     pub role: Role,
 }
@@ -380,6 +385,7 @@ impl Context {
             mtime: meta.mtime(),
             mtime_ns: mtime_ns(&meta),
             stamp: stamp(&meta),
+            ctime: meta.ctime(),
             role: Role::Both,
         })
     }
@@ -479,6 +485,7 @@ impl Context {
                         mtime: meta.mtime(),
                         mtime_ns: mtime_ns(&meta),
                         stamp: 0,
+                        ctime: meta.ctime(),
                         role: Role::SessionOnly,
                     });
                     self.walk_dir(&path, &name, Some(&info), walk)?;
@@ -520,6 +527,7 @@ impl Context {
                 mtime: meta.mtime(),
                 mtime_ns: mtime_ns(&meta),
                 stamp: stamp(&meta),
+                ctime: meta.ctime(),
                 role,
             };
             if role.in_session() {
@@ -550,6 +558,7 @@ impl Context {
             mtime: 0,
             mtime_ns: 0,
             stamp: 0,
+            ctime: 0,
             role: Role::TarOnly,
         }];
         if self.ignore_text.is_none() {
@@ -562,6 +571,7 @@ impl Context {
                 mtime: 0,
                 mtime_ns: 0,
                 stamp: 0,
+                ctime: 0,
                 role: Role::TarOnly,
             });
         }

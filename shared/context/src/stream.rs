@@ -9,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use sha2::{Digest, Sha256};
 use shared::error::{Error, Result};
 
+use crate::cache::HashCache;
 use crate::{Context, Entry, IGNORE_FILE, Kind, Summary, changed, display_path};
 
 impl Context {
@@ -18,6 +19,7 @@ impl Context {
         let mut builder = tar::Builder::new(out);
         builder.mode(tar::HeaderMode::Complete);
         let mut hasher = ContentHasher::new();
+        let mut cache = HashCache::open(self.root());
         let mut buf = vec![0u8; 64 * 1024];
         let writing = |e: &io::Error| Error::write_io("writing the build context", e);
         self.walk(|entry| {
@@ -25,7 +27,7 @@ impl Context {
             // sees: hash the file itself.
             let tar_content_differs = entry.name == IGNORE_FILE && self.ignore_contents().is_some();
             if !entry.role.in_tar() || (tar_content_differs && entry.role.in_session()) {
-                hash_entry(entry, &mut hasher, &mut buf)?;
+                hash_entry(entry, &mut hasher, &mut cache, &mut buf)?;
                 if !entry.role.in_tar() {
                     return Ok(());
                 }
@@ -61,7 +63,8 @@ impl Context {
                         return Err(changed(entry));
                     }
                     if hashing {
-                        hasher.end_file(size);
+                        let digest = hasher.end_file(size);
+                        cache.put(entry, digest);
                     }
                 }
                 Kind::Dir => {
@@ -109,6 +112,7 @@ impl Context {
             .and_then(|mut w| w.flush())
             .map_err(|e| writing(&e))?;
         hasher.dockerfile(&self.dockerfile_contents()?);
+        cache.save();
         Ok(hasher.finish())
     }
 
@@ -138,22 +142,41 @@ impl Context {
 
     /// Reads the context as the build sees it and returns its summary and content hash,
     /// without sending anything.
+    ///
+    /// A file whose stamp (times, inode, size) is in the hash cache of this context directory is
+    /// taken by its cached digest, without reading it: the same trust file sync's receiver puts
+    /// in the same metadata. See [`HashCache`].
     pub fn hash(&self) -> Result<Summary> {
+        self.hash_with(HashCache::open(self.root()))
+    }
+
+    /// [`Context::hash`] with the given cache.
+    pub fn hash_with(&self, mut cache: HashCache) -> Result<Summary> {
         let mut hasher = ContentHasher::new();
         let mut buf = vec![0u8; 256 * 1024];
-        self.walk(|entry| hash_entry(entry, &mut hasher, &mut buf))?;
+        self.walk(|entry| hash_entry(entry, &mut hasher, &mut cache, &mut buf))?;
         hasher.dockerfile(&self.dockerfile_contents()?);
+        cache.save();
         Ok(hasher.finish())
     }
 }
 
 /// Hashes one entry as the build sees it (its own bytes on disk), if file sync sends it.
-fn hash_entry(entry: &Entry, hasher: &mut ContentHasher, buf: &mut [u8]) -> Result<()> {
+fn hash_entry(
+    entry: &Entry,
+    hasher: &mut ContentHasher,
+    cache: &mut HashCache,
+    buf: &mut [u8],
+) -> Result<()> {
     if !entry.role.in_session() {
         return Ok(());
     }
     hasher.begin(entry);
     if let Kind::File(size) = entry.kind {
+        if let Some(digest) = cache.get(entry) {
+            hasher.file_digest(&digest, size);
+            return Ok(());
+        }
         let Some(path) = &entry.path else {
             return Err(Error::internal(format!(
                 "no file for context entry {}",
@@ -175,7 +198,8 @@ fn hash_entry(entry: &Entry, hasher: &mut ContentHasher, buf: &mut [u8]) -> Resu
         if read != size {
             return Err(changed(entry));
         }
-        hasher.end_file(size);
+        let digest = hasher.end_file(size);
+        cache.put(entry, digest);
     }
     Ok(())
 }
@@ -185,16 +209,20 @@ fn hash_entry(entry: &Entry, hasher: &mut ContentHasher, buf: &mut [u8]) -> Resu
 /// byte stream.
 struct ContentHasher {
     sha: Sha256,
+    /// The current file's own hash: its digest goes into `sha`.
+    file: Sha256,
     summary: Summary,
 }
 
 impl ContentHasher {
     fn new() -> Self {
         let mut sha = Sha256::new();
-        // v2: the entries file sync sends, then the Dockerfile (v1 hashed the tar's entries).
+        // v2: the entries file sync sends, each file by its own digest, then the Dockerfile (v1
+        // hashed the tar's entries and their bytes).
         sha.update(b"imgpipe-context-v2\0");
         Self {
             sha,
+            file: Sha256::new(),
             summary: Summary::default(),
         }
     }
@@ -222,11 +250,19 @@ impl ContentHasher {
     }
 
     fn content(&mut self, bytes: &[u8]) {
-        self.sha.update(bytes);
+        self.file.update(bytes);
     }
 
-    fn end_file(&mut self, size: u64) {
-        // The size after the content keeps the stream unambiguous without knowing it up front.
+    /// Ends the current file; returns its digest.
+    fn end_file(&mut self, size: u64) -> [u8; 32] {
+        let digest: [u8; 32] = std::mem::take(&mut self.file).finalize().into();
+        self.file_digest(&digest, size);
+        digest
+    }
+
+    /// A file known by its digest (from the cache) rather than its bytes.
+    fn file_digest(&mut self, digest: &[u8; 32], size: u64) {
+        self.sha.update(digest);
         self.sha.update(size.to_le_bytes());
         self.summary.files += 1;
         self.summary.bytes += size;

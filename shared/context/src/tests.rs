@@ -625,3 +625,55 @@ fn explain_reports_sizes_largest_files_and_warnings() {
     let hashed = ctx.hash().expect("hash");
     assert_eq!((report.files, report.bytes), (hashed.files, hashed.bytes));
 }
+
+#[test]
+fn the_hash_cache_gives_the_same_hash_and_never_hides_a_change() {
+    let dir = fixture();
+    let caches = tempfile::tempdir().expect("tempdir");
+    let ctx = Context::open(dir.path(), None, Options::default()).expect("open");
+    let root = ctx.root().to_owned();
+    // Far in the future: every file is old enough to be cached.
+    let later = i64::MAX / 2;
+    let cold = ctx
+        .hash_with(HashCache::open_in(caches.path(), &root, later))
+        .expect("hash");
+    assert_eq!(cold, ctx.hash_with(HashCache::default()).expect("uncached"));
+    assert_eq!(fs::read_dir(caches.path()).expect("cache dir").count(), 1);
+    let warm = ctx
+        .hash_with(HashCache::open_in(caches.path(), &root, later))
+        .expect("hash");
+    assert_eq!(warm, cold, "the cached digests give the same hash");
+    // Same size, new bytes: the stamp changes, so the cache cannot answer for it.
+    write(&dir.path().join("keep.log"), "KEEP");
+    let changed = ctx
+        .hash_with(HashCache::open_in(caches.path(), &root, later))
+        .expect("hash");
+    assert_ne!(changed.hash, cold.hash);
+    assert_eq!(
+        changed,
+        ctx.hash_with(HashCache::default()).expect("uncached")
+    );
+    // Files changed within the last seconds are not stored (a racy write could keep the stamp).
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        .cast_signed();
+    ctx.hash_with(HashCache::open_in(fresh.path(), &root, now))
+        .expect("hash");
+    let stored: u64 = fs::read_dir(fresh.path())
+        .expect("cache dir")
+        .map(|e| e.expect("entry").metadata().expect("meta").len())
+        .sum();
+    assert!(stored <= 8, "only the header: {stored} bytes");
+    // A malformed cache is ignored.
+    for entry in fs::read_dir(caches.path()).expect("cache dir") {
+        fs::write(entry.expect("entry").path(), b"imgpctx1garbage").expect("write");
+    }
+    assert_eq!(
+        changed,
+        ctx.hash_with(HashCache::open_in(caches.path(), &root, later))
+            .expect("hash")
+    );
+}

@@ -21,7 +21,7 @@ pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long one API request may take: builds and pushes stream for a long time.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(6 * 60 * 60);
 
 /// A connected Docker Engine, with its address for messages.
 #[derive(Clone, Debug)]

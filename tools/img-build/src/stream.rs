@@ -279,10 +279,21 @@ pub(crate) async fn session_build(
     options.dockerfile = ctx.dockerfile_base_name();
     let query = serde_urlencoded::to_string(&options)
         .map_err(|e| Error::internal(format!("encoding the build request: {e}")))?;
-    let result = match session::http::build(engine, &query).await {
-        Ok(stream) => Ok(follow(engine, Box::pin(stream)).await),
-        Err(e) => Err(e),
-    };
+    // As long as any other Engine request may take (bollard's timeout for the tar path).
+    let result = tokio::time::timeout(docker::REQUEST_TIMEOUT, async {
+        match session::http::build(engine, &query).await {
+            Ok(stream) => Ok(follow(engine, Box::pin(stream)).await),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(Error::timeout(format!(
+            "the build at {} did not finish within {} hours",
+            engine.host,
+            docker::REQUEST_TIMEOUT.as_secs() / 3600
+        )))
+    });
     opened.close().await;
     let followed = result?;
     // A file this side could not send is the cause of whatever the daemon said after it.

@@ -100,6 +100,9 @@ async fn send(
     sender.send_request(req).await.map_err(failed)
 }
 
+/// How long the daemon may take to switch protocols.
+const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// `POST path` with `Upgrade: h2c`: the connection, once the daemon has switched protocols.
 pub(crate) async fn upgrade(
     engine: &Engine,
@@ -111,7 +114,18 @@ pub(crate) async fn upgrade(
         ("Upgrade", "h2c".to_owned()),
     ];
     all.extend(headers.iter().map(|(k, v)| (*k, v.clone())));
-    let response = send(engine, request(engine, path, &all)?, true).await?;
+    let response = tokio::time::timeout(
+        UPGRADE_TIMEOUT,
+        send(engine, request(engine, path, &all)?, true),
+    )
+    .await
+    .map_err(|_| {
+        Error::unavailable(format!(
+            "the Docker daemon at {} did not open a BuildKit session within 30 s",
+            engine.host
+        ))
+        .with_hint("see the daemon's log; retry the build")
+    })??;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = response.status();
         let message = error_message(response).await;
