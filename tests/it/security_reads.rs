@@ -118,7 +118,13 @@ fn an_explicit_dockerfile_outside_the_context_is_still_read() {
         &["--explain-context", "-f", file.to_str().unwrap()],
     );
     let doc = out.success().document();
-    assert_eq!(doc["build"]["context"]["files"], 3, "{out:?}");
+    // The default builder receives the context (app.txt) and the Dockerfile apart from it.
+    assert_eq!(doc["build"]["context"]["files"], 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Dockerfile.ci from outside the context"),
+        "{out:?}"
+    );
 }
 
 #[test]

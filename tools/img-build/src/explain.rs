@@ -39,13 +39,19 @@ pub(crate) fn explain(cli: &Cli, mut doc: Document) -> Result<Document> {
 }
 
 pub(crate) fn print_report(ctx: &Context, report: &Report) {
+    let dockerfile = match ctx.dockerfile() {
+        context::Dockerfile::Inside(rel) => format!("Dockerfile {rel}"),
+        context::Dockerfile::Outside { name, .. } => format!(
+            "Dockerfile {} from outside the context, sent apart from it (in the classic builder's tar as {name})",
+            ctx.dockerfile_path().display()
+        ),
+    };
     info!(
-        "context {}: {} files, {} in {} entries; Dockerfile sent as {}",
+        "context {}: {} files, {} in {} entries; {dockerfile}",
         ctx.root().display(),
         report.files,
         shared::show::bytes(report.bytes),
         report.entries,
-        ctx.dockerfile_name()
     );
     if ctx.ignore().rules().is_empty() {
         info!("no .dockerignore rules: everything is sent");
