@@ -594,3 +594,69 @@ fn a_hostile_context_sends_links_as_links_and_never_reads_a_fifo() {
         out.code(65);
     }
 }
+
+#[test]
+fn a_base_image_in_ecr_is_pulled_with_credentials_the_session_serves() {
+    use crate::harness::{Refs, build_small, service};
+    let east = service("IMGPIPE_ECR_REGISTRY");
+    let repository = unique("session-base");
+    tool("ecr-repo")
+        .args(["--no-input", "--repository", &repository])
+        .run()
+        .success();
+    let base_ref = format!("{east}/{repository}:v1");
+    let _refs = Refs(vec![base_ref.clone()]);
+    let id = build_small(&base_ref, "a private base image");
+    // Nothing stored for Docker: img-push and img-build get ECR tokens themselves.
+    let config = tempfile::tempdir().unwrap();
+    tool("img-push")
+        .env("DOCKER_CONFIG", config.path())
+        .stdin(
+            serde_json::json!({"registry": east, "repository": repository, "tags": ["v1"], "image_id": id})
+                .to_string(),
+        )
+        .run()
+        .success();
+    // Forget the local copy: BuildKit must pull it from the ECR host, with the token it asks
+    // img-build for.
+    let (ok, text) = docker(&["image", "rm", "-f", &base_ref]);
+    assert!(ok, "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        &dir.path().join("Dockerfile"),
+        &format!("FROM {base_ref}\nRUN cat /marker > /seen\n"),
+    );
+    let image = unique("imgpipe-session-pulled").to_lowercase();
+    let _images = Images(vec![image.clone()]);
+    let out = tool("img-build")
+        .env("DOCKER_CONFIG", config.path())
+        .args([
+            "--no-input",
+            "-v",
+            "--tag",
+            &image,
+            dir.path().to_str().unwrap(),
+        ])
+        .run();
+    out.success();
+    assert!(
+        out.stderr
+            .contains(&format!("the build asked for credentials for {east}")),
+        "{out:?}"
+    );
+    assert!(out.stderr.contains("GetAuthorizationToken"), "{out:?}");
+    let (ok, seen) = docker(&["run", "--rm", &image, "cat", "/seen"]);
+    assert!(ok, "{seen}");
+    assert!(seen.starts_with("a private base image"), "{seen}");
+    // The token itself never shows.
+    let (ok, token) = crate::harness::aws_cli(&[
+        "ecr",
+        "get-authorization-token",
+        "--query",
+        "authorizationData[0].authorizationToken",
+        "--output",
+        "text",
+    ]);
+    assert!(ok, "{token}");
+    out.hides(token.trim());
+}
