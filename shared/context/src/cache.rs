@@ -38,18 +38,6 @@ pub struct HashCache {
     now: i64,
 }
 
-fn cache_dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| PathBuf::from(h).join(".cache"))
-        })?;
-    Some(base.join("imgpipe").join("context-hash"))
-}
-
 impl HashCache {
     /// The cache of the context at `root` (resolved), loaded if it is there.
     #[must_use]
@@ -57,7 +45,7 @@ impl HashCache {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        match cache_dir() {
+        match shared::files::cache_dir("context-hash") {
             Some(dir) => Self::open_in(&dir, root, now),
             None => Self {
                 now,

@@ -22,15 +22,7 @@ const DEFAULT_LIFE: i64 = 12 * 60 * 60;
 /// The cache directory, if a home or cache directory is known.
 #[must_use]
 pub fn dir() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|home| PathBuf::from(home).join(".cache"))
-        })?;
-    Some(base.join("imgpipe").join("ecr-login"))
+    shared::files::cache_dir("ecr-login")
 }
 
 /// The key the cache is kept under for the caller of `aws`: its identity as STS names it, or,

@@ -13,3 +13,18 @@ pub use read::{
     DATA_LIMIT, STATE_LIMIT, TEXT_LIMIT, check_regular, open_regular, read_if_exists, read_limited,
     read_regular, read_text,
 };
+
+/// imgpipe's cache directory for `what` (`$XDG_CACHE_HOME/imgpipe/<what>`, else
+/// `~/.cache/imgpipe/<what>`), if a cache or home directory is known.
+#[must_use]
+pub fn cache_dir(what: &str) -> Option<std::path::PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|home| std::path::PathBuf::from(home).join(".cache"))
+        })?;
+    Some(base.join("imgpipe").join(what))
+}
