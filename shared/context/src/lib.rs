@@ -354,6 +354,15 @@ impl Context {
         }
     }
 
+    /// The Dockerfile for people: its path in the context, or its path on disk when it is outside.
+    #[must_use]
+    pub fn dockerfile_shown(&self) -> String {
+        match &self.dockerfile {
+            Dockerfile::Inside(rel) => rel.clone(),
+            Dockerfile::Outside { .. } => self.dockerfile_path.display().to_string(),
+        }
+    }
+
     /// The Dockerfile on disk (resolved).
     #[must_use]
     pub fn dockerfile_path(&self) -> &Path {

@@ -78,7 +78,7 @@ pub(crate) async fn build(
         "building {} (context {}, Dockerfile {}) with {}",
         refs.first().map_or("an untagged image", String::as_str),
         ctx.root().display(),
-        ctx.dockerfile_name(),
+        ctx.dockerfile_shown(),
         if builder == Builder::Buildkit {
             "BuildKit"
         } else {

@@ -43,7 +43,7 @@ pub(crate) fn print_report(ctx: &Context, report: &Report) {
         context::Dockerfile::Inside(rel) => format!("Dockerfile {rel}"),
         context::Dockerfile::Outside { name, .. } => format!(
             "Dockerfile {} from outside the context, sent apart from it (in the classic builder's tar as {name})",
-            ctx.dockerfile_path().display()
+            ctx.dockerfile_shown()
         ),
     };
     info!(
