@@ -202,6 +202,10 @@ fn a_rebuild_sends_only_the_file_that_changed() {
     let sent = &second["build"]["context"]["sent"];
     assert_eq!(sent["files"], 1, "only the changed file: {second}");
     assert_eq!(sent["bytes"], 7, "{second}");
+    assert!(
+        sent["seconds"].as_f64().is_some_and(|s| s >= 0.0),
+        "how long the transfer took: {second}"
+    );
     let (ok, text) = docker(&["run", "--rm", &image, "cat", "/seen"]);
     assert!(ok, "{text}");
     assert_eq!(

@@ -153,15 +153,20 @@ fn insert_sent(build: &mut Map<String, Value>, sent: &Transferred, summary: &Sum
     if let Some(Value::Object(context)) = build.get_mut("context") {
         context.insert(
             "sent".to_owned(),
-            json!({"files": sent.files, "bytes": sent.bytes}),
+            json!({
+                "files": sent.files,
+                "bytes": sent.bytes,
+                "seconds": (sent.seconds * 1000.0).round() / 1000.0,
+            }),
         );
     }
     info!(
-        "the daemon asked for {} of {} files ({} of {})",
+        "the daemon asked for {} of {} files ({} of {}) in {:.2} s",
         sent.files,
         summary.files,
         shared::show::bytes(sent.bytes),
-        shared::show::bytes(summary.bytes)
+        shared::show::bytes(summary.bytes),
+        sent.seconds
     );
 }
 

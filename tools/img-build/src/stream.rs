@@ -247,6 +247,8 @@ pub(crate) struct Transferred {
     pub(crate) files: u64,
     /// Their bytes.
     pub(crate) bytes: u64,
+    /// How long the context's transfer took, in seconds.
+    pub(crate) seconds: f64,
 }
 
 /// Builds with BuildKit through a session of our own (see [`crate::session`]): the context,
@@ -315,6 +317,8 @@ pub(crate) async fn session_build(
     let sent = Transferred {
         files: files.sent.files.load(std::sync::atomic::Ordering::Relaxed),
         bytes: files.sent.bytes.load(std::sync::atomic::Ordering::Relaxed),
+        #[allow(clippy::cast_precision_loss)]
+        seconds: files.sent.micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
     };
     Ok((image_id, progress, summary, Some(sent)))
 }

@@ -37,6 +37,9 @@ pub(crate) struct Sent {
     pub(crate) files: AtomicU64,
     /// Bytes of file content sent.
     pub(crate) bytes: AtomicU64,
+    /// How long the context's transfers took, in microseconds: from the daemon's request to the
+    /// end of the stream, when the daemon has every file it asked for.
+    pub(crate) micros: AtomicU64,
 }
 
 /// The two directories of a build, and what went wrong on this side, if anything did.
@@ -426,6 +429,7 @@ impl FileSync {
     }
 
     async fn serve(self, ask: Ask, out: Out, mut incoming: Streaming<Packet>) {
+        let began = std::time::Instant::now();
         let files: Files = Arc::default();
         let counted = ask.dir == "context";
         let walk = {
@@ -491,6 +495,10 @@ impl FileSync {
         }
         if finished {
             let _ = out.send(Ok(packet(PacketType::PacketFin))).await;
+        }
+        if counted {
+            let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+            self.sent.micros.fetch_add(micros, Ordering::Relaxed);
         }
     }
 }
