@@ -455,12 +455,16 @@ impl Context {
     ) -> Result<()> {
         let reading =
             |e: &io::Error| Error::read_io(format!("reading directory {}", dir.display()), e);
-        let mut names: Vec<OsString> = Vec::new();
+        // Each entry is looked at through the directory's own descriptor (`fstatat`), not by
+        // its full path, and an excluded one only when the walk must enter it: on a large
+        // context, resolving full paths and statting what is excluded took most of the walk.
+        let mut items: Vec<(OsString, fs::DirEntry)> = Vec::new();
         for item in fs::read_dir(dir).map_err(|e| reading(&e))? {
-            names.push(item.map_err(|e| reading(&e))?.file_name());
+            let item = item.map_err(|e| reading(&e))?;
+            items.push((item.file_name(), item));
         }
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        for os_name in names {
+        items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (os_name, item) in items {
             let path = dir.join(&os_name);
             let lossy = String::from_utf8_lossy(os_name.as_bytes());
             let name = if prefix.is_empty() {
@@ -468,21 +472,24 @@ impl Context {
             } else {
                 format!("{prefix}/{lossy}")
             };
-            let meta = match fs::symlink_metadata(&path) {
+            let (verdict, info) = self.ignore.matches_using_parent(&name, parent);
+            if verdict.excluded
+                && !(self.ignore.has_exceptions()
+                    && self.ignore.must_enter(&name)
+                    && item.file_type().is_ok_and(|t| t.is_dir()))
+            {
+                continue;
+            }
+            let meta = match item.metadata() {
                 Ok(meta) => meta,
                 // Gone between the listing and now: the CLI skips it too.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::read_io(format!("reading {}", path.display()), &e)),
             };
             let file_type = meta.file_type();
-            let (verdict, info) = self.ignore.matches_using_parent(&name, parent);
             let rel = rel_path(prefix, &os_name);
             if verdict.excluded {
-                if file_type.is_dir()
-                    && self.ignore.has_exceptions()
-                    && self.ignore.must_enter(&name)
-                    && (walk.enter)(&name)
-                {
+                if file_type.is_dir() && (walk.enter)(&name) {
                     // Sent through file sync only if something under it is.
                     let mark = walk.pending.len();
                     walk.pending.push(Entry {
