@@ -182,6 +182,8 @@ fn a_rebuild_sends_only_the_file_that_changed() {
             base()
         ),
     );
+    write(&dir.path().join(".dockerignore"), "**/*.tmp\n");
+    write(&dir.path().join("src/scratch.tmp"), "not sent\n");
     let image = unique("imgpipe-session-rebuild").to_lowercase();
     let _images = Images(vec![image.clone()]);
     let build = || {
@@ -193,9 +195,11 @@ fn a_rebuild_sends_only_the_file_that_changed() {
             .document()
     };
     let first = build();
-    // A new directory is a new shared key: the daemon has nothing yet, and asks for all 41
-    // files (the Dockerfile is in the context too).
-    assert_eq!(first["build"]["context"]["sent"]["files"], 41, "{first}");
+    // A new directory is a new shared key: the daemon has nothing yet, and asks for all 42
+    // files (the Dockerfile and .dockerignore are in the context too; .dockerignore, which the
+    // daemon fetches alone first, counts once).
+    assert_eq!(first["build"]["context"]["sent"]["files"], 42, "{first}");
+    assert_eq!(first["build"]["context"]["files"], 42, "{first}");
     // The same size, a new content: found by its new time, not its size.
     write(&dir.path().join("src/f07.txt"), "FILE 7\n");
     let second = build();

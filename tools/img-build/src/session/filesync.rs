@@ -33,13 +33,16 @@ const CHUNK: usize = 256 * 1024;
 /// What the transfers sent, for the record.
 #[derive(Debug, Default)]
 pub(crate) struct Sent {
-    /// Files whose content was sent.
+    /// Files whose content was sent (once each: the daemon fetches `.dockerignore` alone
+    /// before it asks for the context).
     pub(crate) files: AtomicU64,
     /// Bytes of file content sent.
     pub(crate) bytes: AtomicU64,
     /// How long the context's transfers took, in microseconds: from the daemon's request to the
     /// end of the stream, when the daemon has every file it asked for.
     pub(crate) micros: AtomicU64,
+    /// The files counted so far.
+    counted: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// The two directories of a build, and what went wrong on this side, if anything did.
@@ -405,7 +408,9 @@ fn send_files(
             ))
             .with_hint("build again once nothing writes to the context"));
         }
-        if let Some(sent) = sent {
+        if let Some(sent) = sent
+            && sent.counted.lock().is_ok_and(|mut c| c.insert(path))
+        {
             sent.files.fetch_add(1, Ordering::Relaxed);
             sent.bytes.fetch_add(total, Ordering::Relaxed);
         }
