@@ -41,8 +41,10 @@ pub(crate) struct Sent {
     /// How long the context's transfers took, in microseconds: from the daemon's request to the
     /// end of the stream, when the daemon has every file it asked for.
     pub(crate) micros: AtomicU64,
-    /// The files counted so far.
-    counted: Mutex<std::collections::HashSet<PathBuf>>,
+    /// The files sent by transfers of named paths (follow paths): a later transfer of the whole
+    /// context does not count them again. Only those are kept, so memory does not grow with
+    /// the context.
+    followed: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// The two directories of a build, and what went wrong on this side, if anything did.
@@ -372,11 +374,12 @@ fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()
         .map_err(|_| gone())
 }
 
-/// Sends the files asked for, one after the other, each ended by an empty DATA packet.
+/// Sends the files asked for, one after the other, each ended by an empty DATA packet. `sent`:
+/// where to count them, and whether this transfer is of named paths (see [`Sent::followed`]).
 fn send_files(
     asked: &std::sync::mpsc::Receiver<(u32, PathBuf, Option<u64>)>,
     out: &Out,
-    sent: Option<&Sent>,
+    sent: Option<(&Sent, bool)>,
 ) -> Result<()> {
     use std::io::Read;
     let mut buf = vec![0u8; CHUNK];
@@ -408,8 +411,17 @@ fn send_files(
             ))
             .with_hint("build again once nothing writes to the context"));
         }
-        if let Some(sent) = sent
-            && sent.counted.lock().is_ok_and(|mut c| c.insert(path))
+        let new = sent.is_some_and(|(sent, named)| {
+            sent.followed.lock().is_ok_and(|mut followed| {
+                if named {
+                    followed.insert(path)
+                } else {
+                    !followed.contains(&path)
+                }
+            })
+        });
+        if let Some((sent, _)) = sent
+            && new
         {
             sent.files.fetch_add(1, Ordering::Relaxed);
             sent.bytes.fetch_add(total, Ordering::Relaxed);
@@ -437,6 +449,7 @@ impl FileSync {
         let began = std::time::Instant::now();
         let files: Files = Arc::default();
         let counted = ask.dir == "context";
+        let named = !ask.follow.is_empty();
         let walk = {
             let (sync, files, out) = (self.clone(), files.clone(), out.clone());
             tokio::task::spawn_blocking(move || send_stats(&sync, &ask, &files, &out))
@@ -446,7 +459,7 @@ impl FileSync {
             // What is counted is the context; the Dockerfile goes every time.
             let (out, sent) = (out.clone(), self.sent.clone());
             tokio::task::spawn_blocking(move || {
-                send_files(&asked_rx, &out, counted.then_some(&*sent))
+                send_files(&asked_rx, &out, counted.then_some((&*sent, named)))
             })
         };
         let mut finished = false;
