@@ -2,7 +2,11 @@
 # Local stand-ins for the services imgpipe talks to, run as real processes on loopback:
 #
 #   dockerd        Docker Engine 20.10 (Debian's docker.io) on a private unix socket,
-#                  with a private data root; base image local/busybox:1 imported into it.
+#                  with a private data root; base image local/busybox:1 imported into it, and
+#                  local/busybox:1-arm64 (Debian's busybox-static:arm64). Both are published
+#                  in the plain registry as one multi-platform image, 127.0.0.1:5000/busybox:1.
+#                  arm64 programs run under QEMU (qemu-user-static, registered with
+#                  binfmt_misc) where the kernel allows; IMGPIPE_ARM64_EMULATION says which.
 #   registry       distribution 2.8 (Debian's docker-registry), plain HTTP, no auth:
 #                  the stand-in for the ECR data plane.
 #   auth-registry  a second distribution 2.8 behind htpasswd (basic) auth, separate storage:
@@ -47,6 +51,7 @@ ECR_PORT="${IMGPIPE_ECR_PORT:-5055}"
 HOST=127.0.0.1
 
 BASE_IMAGE=local/busybox:1
+ARM64_BASE_IMAGE=local/busybox:1-arm64
 APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl openssl util-linux openssh-client)
 # A set checked to work together (moto's server + aws-cli v1 in one venv, `pip check` clean).
 # awscli 1.46 carries its own copy of botocore (awscli/botocore); boto3/botocore are moto's,
@@ -157,6 +162,9 @@ IMGPIPE_ECR_CA=$TLS_DIR/ca.crt
 IMGPIPE_AWS_CLI=$VENV/bin/aws
 IMGPIPE_STATE_DIR=$STATE
 IMGPIPE_BASE_IMAGE=$BASE_IMAGE
+IMGPIPE_ARM64_BASE_IMAGE=$ARM64_BASE_IMAGE
+IMGPIPE_MULTI_BASE_IMAGE=$HOST:$REGISTRY_PORT/busybox:1
+IMGPIPE_ARM64_EMULATION=$(cat "$STATE/arm64-emulation" 2>/dev/null || printf 'not checked: run scripts/services.sh up')
 EOF
 }
 
@@ -406,6 +414,124 @@ ensure_base_image() {
   rm -rf "$rootfs"
   trap - EXIT
   dockercli image inspect "$BASE_IMAGE" >/dev/null 2>&1 || die "importing $BASE_IMAGE failed"
+}
+
+# --- other architectures ----------------------------------------------------------------------
+# arm64 under QEMU: binfmt_misc mounted, qemu-user-static registered for aarch64 (the F flag, so
+# it runs inside containers too). Prints "ready" or the reason it cannot be had; never fails `up`:
+# the tests that need emulation fail loudly with that reason instead.
+ensure_emulation() {
+  if [[ ! -e /proc/sys/fs/binfmt_misc/status ]] &&
+    ! mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null; then
+    printf 'binfmt_misc cannot be mounted here (needs root and a kernel with binfmt_misc)'
+    return 0
+  fi
+  if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+    say "installing qemu-user-static to run arm64 programs under emulation"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-user-static binfmt-support \
+      >"$LOGS/apt-qemu.log" 2>&1 </dev/null; then
+      printf 'apt-get install qemu-user-static failed (log: %s)' "$LOGS/apt-qemu.log"
+      return 0
+    fi
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+  fi
+  if ! grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null; then
+    printf 'qemu-aarch64 is not registered with binfmt_misc'
+    return 0
+  fi
+  printf 'ready'
+}
+
+# A real arm64 busybox image, $ARM64_BASE_IMAGE: Debian's busybox-static:arm64 with the same
+# applet links as $BASE_IMAGE, its config saying arm64/v8 (Engine 20.10's import records the
+# host's platform, so the config is rewritten through save and load).
+ensure_arm64_base_image() {
+  if dockercli image inspect "$ARM64_BASE_IMAGE" >/dev/null 2>&1; then
+    return 0
+  fi
+  say "importing $ARM64_BASE_IMAGE from Debian's busybox-static:arm64"
+  local work deb
+  work="$(mktemp -d "$STATE/arm64.XXXXXX")"
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+  fi
+  if ! (cd "$work" && apt-get download -q busybox-static:arm64 >"$LOGS/apt-arm64.log" 2>&1); then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$LOGS/apt-arm64.log" 2>&1 </dev/null || true
+    (cd "$work" && apt-get download -q busybox-static:arm64 >>"$LOGS/apt-arm64.log" 2>&1) || {
+      rm -rf "$work"
+      die "could not download busybox-static:arm64 (log: $LOGS/apt-arm64.log)"
+    }
+  fi
+  deb="$(ls "$work"/busybox-static_*_arm64.deb)"
+  dpkg-deb -x "$deb" "$work/pkg"
+  local rootfs="$work/rootfs" p
+  mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/root" "$rootfs/tmp"
+  chmod 1777 "$rootfs/tmp"
+  cp "$work/pkg/bin/busybox" "$rootfs/bin/busybox"
+  # The same package version as the host's busybox-static: the same applets.
+  while read -r p; do
+    case "$p" in bin/busybox | linuxrc | '') continue ;; esac
+    mkdir -p "$rootfs/$(dirname "$p")"
+    ln -sf /bin/busybox "$rootfs/$p"
+  done < <(/bin/busybox --list-full)
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
+    >"$rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+  tar -C "$rootfs" -c . | dockercli import -c 'CMD ["/bin/sh"]' - "$ARM64_BASE_IMAGE.import" >/dev/null
+  mkdir -p "$work/saved"
+  dockercli save "$ARM64_BASE_IMAGE.import" | tar -x -C "$work/saved"
+  python3 - "$work/saved" "$ARM64_BASE_IMAGE" <<'PY'
+import json, os, sys
+saved, tag = sys.argv[1], sys.argv[2]
+manifest = json.load(open(os.path.join(saved, "manifest.json")))
+config_path = os.path.join(saved, manifest[0]["Config"])
+config = json.load(open(config_path))
+config["architecture"], config["variant"] = "arm64", "v8"
+json.dump(config, open(config_path, "w"))
+manifest[0]["RepoTags"] = [tag]
+json.dump(manifest, open(os.path.join(saved, "manifest.json"), "w"))
+PY
+  tar -C "$work/saved" -c . | dockercli load >/dev/null
+  dockercli image rm "$ARM64_BASE_IMAGE.import" >/dev/null 2>&1 || true
+  rm -rf "$work"
+  [[ "$(dockercli image inspect --format '{{.Architecture}}/{{.Variant}}' "$ARM64_BASE_IMAGE" 2>/dev/null)" == arm64/v8 ]] ||
+    die "importing $ARM64_BASE_IMAGE failed"
+}
+
+# Both bases as one multi-platform image in the plain local registry, busybox:1, the way
+# node:20-alpine is on Docker Hub: each child pushed under its own tag, then a manifest list.
+publish_multi_base() {
+  local repo="$HOST:$REGISTRY_PORT/busybox" arch
+  if curl -sf -o /dev/null --max-time 5 -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' \
+    "http://$HOST:$REGISTRY_PORT/v2/busybox/manifests/1"; then
+    return 0
+  fi
+  say "publishing $repo:1 (linux/amd64 and linux/arm64/v8)"
+  for arch in amd64 arm64; do
+    local image="$BASE_IMAGE"
+    [[ "$arch" == arm64 ]] && image="$ARM64_BASE_IMAGE"
+    dockercli tag "$image" "$repo:1-$arch"
+    dockercli push -q "$repo:1-$arch" >/dev/null || die "pushing $repo:1-$arch failed"
+    dockercli image rm "$repo:1-$arch" >/dev/null 2>&1 || true
+  done
+  python3 - "http://$HOST:$REGISTRY_PORT/v2/busybox" <<'PY' || die "publishing $repo:1 failed"
+import json, sys, urllib.request
+base = sys.argv[1]
+child = "application/vnd.docker.distribution.manifest.v2+json"
+entries = []
+for arch, variant in (("amd64", None), ("arm64", "v8")):
+    req = urllib.request.Request("%s/manifests/1-%s" % (base, arch), method="HEAD", headers={"Accept": child})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        platform = {"architecture": arch, "os": "linux"}
+        if variant:
+            platform["variant"] = variant
+        entries.append({"mediaType": child, "digest": r.headers["Docker-Content-Digest"],
+                        "size": int(r.headers["Content-Length"]), "platform": platform})
+kind = "application/vnd.docker.distribution.manifest.list.v2+json"
+body = json.dumps({"schemaVersion": 2, "mediaType": kind, "manifests": entries}).encode()
+req = urllib.request.Request("%s/manifests/1" % base, data=body, method="PUT", headers={"Content-Type": kind})
+urllib.request.urlopen(req, timeout=10).close()
+PY
 }
 
 # --- registries -----------------------------------------------------------------------------
@@ -682,6 +808,12 @@ cmd_up() {
   start_dockerd
   ensure_base_image
   start_registry
+  ensure_emulation >"$STATE/arm64-emulation"
+  if [[ "$(cat "$STATE/arm64-emulation")" != ready ]]; then
+    say "no arm64 emulation: $(cat "$STATE/arm64-emulation"); tests that build for arm64 will fail"
+  fi
+  ensure_arm64_base_image
+  publish_multi_base
   start_moto # before the auth registry: it confirms the password the htpasswd file gets
   start_auth_registry
   start_ecr_registries
