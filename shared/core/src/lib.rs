@@ -19,6 +19,7 @@ pub mod io;
 pub mod log;
 pub mod media;
 pub mod names;
+pub mod platform;
 pub mod secret;
 pub mod show;
 

@@ -6,6 +6,7 @@ mod client;
 pub mod credentials;
 pub mod dockerconfig;
 mod http;
+pub mod index;
 mod retry;
 #[cfg(test)]
 mod tests;

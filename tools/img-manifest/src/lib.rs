@@ -18,14 +18,16 @@ use std::time::{Duration, Instant};
 use aws::AwsArgs;
 use clap::{Parser, ValueEnum};
 use registry::credentials::{self, Found};
+use registry::index;
 use registry::{Registry, Retry, sha256_digest};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use shared::cli::Common;
 use shared::exit::{self, Code};
 use shared::io::{Input, Output, stdin_input};
 use shared::{Document, Error, Result, info, verbose};
 
-use shared::media::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX};
+use shared::media::{DOCKER_LIST, OCI_INDEX};
+pub use shared::platform::Platform;
 
 /// Join per-architecture images into one multi-platform image (manifest list or OCI index)
 /// and push it under the document's tags.
@@ -109,17 +111,6 @@ impl Format {
         }
     }
 
-    /// The format matching the children's media types: Docker when all are Docker v2
-    /// manifests, else OCI.
-    #[must_use]
-    pub fn matching<'a>(media_types: impl IntoIterator<Item = &'a str>) -> Self {
-        if media_types.into_iter().all(|t| t == DOCKER_MANIFEST) {
-            Format::Docker
-        } else {
-            Format::Oci
-        }
-    }
-
     fn name(self) -> &'static str {
         match self {
             Format::Docker => "docker",
@@ -147,86 +138,6 @@ impl ChildRef {
     fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
-}
-
-/// A platform as an image configuration states it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Platform {
-    /// `linux`, `windows`.
-    pub os: String,
-    /// `amd64`, `arm64`.
-    pub architecture: String,
-    /// `v8`, `v7`, if stated.
-    pub variant: Option<String>,
-    /// The OS version (Windows images), if stated.
-    pub os_version: Option<String>,
-}
-
-impl Platform {
-    /// Reads the platform from an image configuration blob.
-    pub fn from_config(config: &[u8], what: &str) -> Result<Self> {
-        let value: Value = serde_json::from_slice(config).map_err(|e| {
-            Error::data(format!(
-                "the image configuration of {what} is not JSON ({e})"
-            ))
-        })?;
-        let text = |key: &str| {
-            value
-                .get(key)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
-        let (Some(os), Some(architecture)) = (text("os"), text("architecture")) else {
-            return Err(Error::data(format!(
-                "the image configuration of {what} states no os and architecture"
-            ))
-            .with_hint("build the image with a builder that records its platform"));
-        };
-        Ok(Self {
-            os,
-            architecture,
-            variant: text("variant"),
-            os_version: text("os.version"),
-        })
-    }
-
-    /// `os/architecture[/variant]`.
-    #[must_use]
-    pub fn name(&self) -> String {
-        let mut name = format!("{}/{}", self.os, self.architecture);
-        if let Some(variant) = &self.variant {
-            let _ = write!(name, "/{variant}");
-        }
-        name
-    }
-
-    /// The platform object of a descriptor.
-    fn descriptor(&self) -> Value {
-        let mut platform = Map::new();
-        platform.insert("architecture".into(), json!(self.architecture));
-        platform.insert("os".into(), json!(self.os));
-        if let Some(version) = &self.os_version {
-            platform.insert("os.version".into(), json!(version));
-        }
-        if let Some(variant) = &self.variant {
-            platform.insert("variant".into(), json!(variant));
-        }
-        Value::Object(platform)
-    }
-}
-
-/// A child image as the registry holds it.
-#[derive(Clone, Debug)]
-pub struct Child {
-    /// Its platform, from its configuration.
-    pub platform: Platform,
-    /// Its manifest digest.
-    pub digest: String,
-    /// Its manifest's media type.
-    pub media_type: String,
-    /// Its manifest's size in bytes.
-    pub size: usize,
 }
 
 /// What a reference names: a digest, or a tag to resolve.
@@ -346,46 +257,6 @@ pub fn tags(cli: &Cli, docs: &[Document]) -> Result<Vec<String>> {
     Ok(tags)
 }
 
-/// Sorts the children by platform and refuses two of one platform.
-pub fn sort_children(children: &mut [Child]) -> Result<()> {
-    children.sort_by(|a, b| a.platform.cmp(&b.platform).then(a.digest.cmp(&b.digest)));
-    for pair in children.windows(2) {
-        if pair[0].platform == pair[1].platform {
-            return Err(Error::data(format!(
-                "two images are for platform {}: {} and {}",
-                pair[0].platform.name(),
-                pair[0].digest,
-                pair[1].digest
-            ))
-            .with_hint("join one image per platform"));
-        }
-    }
-    Ok(())
-}
-
-/// The bytes of the list or index: compact JSON, children in the order given.
-#[must_use]
-pub fn index_bytes(format: Format, children: &[Child]) -> Vec<u8> {
-    let manifests: Vec<Value> = children
-        .iter()
-        .map(|c| {
-            json!({
-                "mediaType": c.media_type,
-                "size": c.size,
-                "digest": c.digest,
-                "platform": c.platform.descriptor(),
-            })
-        })
-        .collect();
-    let value = json!({
-        "schemaVersion": 2,
-        "mediaType": format.media_type(),
-        "manifests": manifests,
-    });
-    // Serialising a Value cannot fail.
-    serde_json::to_vec(&value).unwrap_or_default()
-}
-
 /// Runs the tool: every input document is one child; one document out.
 pub fn run(cli: &Cli) -> Result<Code> {
     let mut docs = Vec::new();
@@ -400,111 +271,6 @@ pub fn run(cli: &Cli) -> Result<Code> {
     let doc = shared::cli::runtime()?.block_on(join(cli, docs))?;
     output.write(doc)?;
     Ok(exit::SUCCESS)
-}
-
-/// Reads one child from the registry: its manifest by digest, then its configuration.
-async fn child(registry: &Registry, child: &ChildRef) -> Result<Child> {
-    let name = format!("{}@{}", child.name(), child.digest);
-    let manifest = registry
-        .manifest(&child.repository, &child.digest)
-        .await?
-        .ok_or_else(|| {
-            Error::data(format!(
-                "{}: registry {} has no image {name}",
-                child.from, child.registry
-            ))
-            .with_hint("push every architecture with img-push before joining them")
-        })?;
-    if manifest.digest != child.digest || sha256_digest(&manifest.body) != child.digest {
-        return Err(Error::unavailable(format!(
-            "registry {} served {name} with digest {}",
-            child.registry,
-            sha256_digest(&manifest.body)
-        )));
-    }
-    if manifest.media_type == DOCKER_LIST || manifest.media_type == OCI_INDEX {
-        return Err(Error::data(format!(
-            "{}: {name} is itself a multi-platform image ({})",
-            child.from, manifest.media_type
-        ))
-        .with_hint("join the single-platform images it lists, by their digests"));
-    }
-    let config = manifest.config_digest().ok_or_else(|| {
-        Error::data(format!(
-            "{}: the manifest of {name} names no configuration",
-            child.from
-        ))
-    })?;
-    let blob = registry
-        .blob(&child.repository, &config)
-        .await?
-        .ok_or_else(|| {
-            Error::data(format!(
-                "{}: registry {} has no configuration {config} for {name}",
-                child.from, child.registry
-            ))
-            .with_hint("push the image again with img-push")
-        })?;
-    let platform = Platform::from_config(&blob, &name)?;
-    verbose!("{name}: {}", platform.name());
-    Ok(Child {
-        platform,
-        digest: child.digest.clone(),
-        media_type: manifest.media_type,
-        size: manifest.body.len(),
-    })
-}
-
-/// Pushes the list under every tag not already at its digest, then checks through the
-/// registry's API that every tag resolves to it. Returns the tags pushed and those present.
-async fn push_tags(
-    registry: &Registry,
-    repository: &str,
-    tags: &[String],
-    format: Format,
-    body: &[u8],
-) -> Result<(Vec<String>, Vec<String>)> {
-    let digest = sha256_digest(body);
-    let host = registry.host();
-    let mut pushed: Vec<String> = Vec::new();
-    let mut present: Vec<String> = Vec::new();
-    let before = registry.manifest_digests(repository, tags).await?;
-    for (tag, found) in tags.iter().zip(before) {
-        if found.as_deref() == Some(digest.as_str()) {
-            present.push(tag.clone());
-            continue;
-        }
-        let stored = registry
-            .put_manifest(repository, tag, format.media_type(), body)
-            .await?;
-        if stored != digest {
-            return Err(Error::unavailable(format!(
-                "registry {host} stored {host}/{repository}:{tag} as {stored}, not as {digest}"
-            )));
-        }
-        pushed.push(tag.clone());
-    }
-    let after = registry.manifest_digests(repository, tags).await?;
-    for (tag, found) in tags.iter().zip(after) {
-        match found {
-            Some(found) if found == digest => {}
-            Some(found) => {
-                return Err(Error::new(
-                    exit::CONFLICT,
-                    format!("after the push, {host}/{repository}:{tag} resolves to {found}, not to {digest}"),
-                )
-                .with_hint("another push moved the tag meanwhile: run img-manifest again"));
-            }
-            None => {
-                return Err(Error::unavailable(format!(
-                    "after the push, registry {host} does not know {host}/{repository}:{tag}"
-                ))
-                .with_hint("the registry lost the push: run img-manifest again"));
-            }
-        }
-    }
-
-    Ok((pushed, present))
 }
 
 /// Resolves the children named by tag to their digests, once, before anything else reads
@@ -543,17 +309,22 @@ async fn join(cli: &Cli, docs: Vec<Document>) -> Result<Document> {
     resolve_tags(&registry, &mut refs).await?;
     let mut children = Vec::with_capacity(refs.len());
     for r in &refs {
-        children.push(child(&registry, r).await?);
+        children.push(index::read_child(&registry, &r.repository, &r.digest, &r.from).await?);
     }
-    sort_children(&mut children)?;
+    index::sort_children(&mut children)?;
     let format = cli
         .format
-        .unwrap_or_else(|| Format::matching(children.iter().map(|c| c.media_type.as_str())));
-    let body = index_bytes(format, &children);
+        .unwrap_or(if index::matching_type(&children) == DOCKER_LIST {
+            Format::Docker
+        } else {
+            Format::Oci
+        });
+    let body = index::index_bytes(format.media_type(), &children);
     let digest = sha256_digest(&body);
 
     registry.check_push_access(&repository).await?;
-    let (pushed, present) = push_tags(&registry, &repository, &tags, format, &body).await?;
+    let (pushed, present) =
+        index::push_index(&registry, &repository, &tags, format.media_type(), &body).await?;
 
     let digest_uri = format!("{name}@{digest}");
     let platform_names: Vec<String> = children.iter().map(|c| c.platform.name()).collect();
@@ -589,26 +360,7 @@ async fn join(cli: &Cli, docs: Vec<Document>) -> Result<Document> {
     doc.set("digest", digest.as_str());
     doc.set("image_uri", format!("{name}:{}", tags[0]));
     doc.set("digest_uri", digest_uri.as_str());
-    let platforms: Vec<Value> = children
-        .iter()
-        .map(|c| {
-            let mut p = json!({
-                "platform": c.platform.name(),
-                "os": c.platform.os,
-                "architecture": c.platform.architecture,
-            });
-            if let Some(variant) = &c.platform.variant {
-                p["variant"] = json!(variant);
-            }
-            if let Some(version) = &c.platform.os_version {
-                p["os_version"] = json!(version);
-            }
-            p["digest"] = json!(c.digest);
-            p["digest_uri"] = json!(format!("{name}@{}", c.digest));
-            p["media_type"] = json!(c.media_type);
-            p
-        })
-        .collect();
+    let platforms = index::platforms_field(&name, &children);
     doc.set("platforms", platforms);
     doc.set(
         "manifest",

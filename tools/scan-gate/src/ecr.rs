@@ -108,6 +108,7 @@ enum Read {
 }
 
 use shared::media::{MANIFEST_TYPES, is_index};
+use shared::platform::Platform;
 
 /// One platform image of a multi-platform image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,21 +135,10 @@ pub fn index_children(manifest: &str) -> Option<Vec<PlatformImage>> {
             .iter()
             .filter_map(|m| {
                 let digest = m.get("digest")?.as_str()?.to_owned();
-                let platform = m.get("platform");
-                let part = |name: &str| {
-                    platform
-                        .and_then(|p| p.get(name))
-                        .and_then(serde_json::Value::as_str)
-                        .unwrap_or("unknown")
-                        .to_owned()
-                };
-                let mut name = format!("{}/{}", part("os"), part("architecture"));
-                if let Some(variant) = platform
-                    .and_then(|p| p.get("variant"))
-                    .and_then(serde_json::Value::as_str)
-                {
-                    name = format!("{name}/{variant}");
-                }
+                let name = m
+                    .get("platform")
+                    .and_then(Platform::from_object)
+                    .map_or_else(|| "unknown/unknown".to_owned(), |p| p.name());
                 (name != "unknown/unknown").then_some(PlatformImage {
                     digest,
                     platform: name,
