@@ -52,7 +52,7 @@ HOST=127.0.0.1
 
 BASE_IMAGE=local/busybox:1
 ARM64_BASE_IMAGE=local/busybox:1-arm64
-APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl openssl util-linux openssh-client)
+APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl openssl util-linux openssh-client skopeo)
 # A set checked to work together (moto's server + aws-cli v1 in one venv, `pip check` clean).
 # awscli 1.46 carries its own copy of botocore (awscli/botocore); boto3/botocore are moto's,
 # pinned to the pair pip resolved for it.
@@ -804,14 +804,17 @@ cmd_up() {
   is_running registry || ensure_port_free registry "$REGISTRY_PORT"
   is_running auth-registry || ensure_port_free auth-registry "$AUTH_REGISTRY_PORT"
   is_running moto || ensure_port_free moto "$ECR_PORT"
-  start_namespace
-  start_dockerd
-  ensure_base_image
-  start_registry
+  # Before the namespace: binfmt_misc mounted here is mounted there too.
   ensure_emulation >"$STATE/arm64-emulation"
   if [[ "$(cat "$STATE/arm64-emulation")" != ready ]]; then
     say "no arm64 emulation: $(cat "$STATE/arm64-emulation"); tests that build for arm64 will fail"
   fi
+  start_namespace
+  in_namespace sh -c '[ -e /proc/sys/fs/binfmt_misc/status ] ||
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true'
+  start_dockerd
+  ensure_base_image
+  start_registry
   ensure_arm64_base_image
   publish_multi_base
   start_moto # before the auth registry: it confirms the password the htpasswd file gets

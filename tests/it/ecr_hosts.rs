@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 
 use crate::harness::{Refs, aws_cli, bin_dir, build_small, pipe, program, service, tool, unique};
 
-fn east() -> String {
+pub(crate) fn east() -> String {
     service("IMGPIPE_ECR_REGISTRY")
 }
 
 /// Runs the docker CLI against the test engine with `config` as its DOCKER_CONFIG and `path`
 /// as its PATH (for credential helpers).
-fn docker_as(config: &Path, path: Option<&str>, args: &[&str]) -> (bool, String) {
+pub(crate) fn docker_as(config: &Path, path: Option<&str>, args: &[&str]) -> (bool, String) {
     let output = Command::new("docker")
         .args(args)
         .env_clear()
@@ -39,7 +39,7 @@ fn docker_as(config: &Path, path: Option<&str>, args: &[&str]) -> (bool, String)
 }
 
 /// Creates `repository` in the ECR API server with ecr-repo, with `extra` flags.
-fn create(repository: &str, extra: &[&str]) {
+pub(crate) fn create(repository: &str, extra: &[&str]) {
     tool("ecr-repo")
         .args(["--no-input", "--repository", repository])
         .args(extra)
@@ -48,7 +48,7 @@ fn create(repository: &str, extra: &[&str]) {
 }
 
 /// The digest aws-cli's DescribeImages gives `tag` in `repository`, if any.
-fn described(repository: &str, tag: &str, extra: &[&str]) -> Option<String> {
+pub(crate) fn described(repository: &str, tag: &str, extra: &[&str]) -> Option<String> {
     let mut args = vec![
         "ecr",
         "describe-images",

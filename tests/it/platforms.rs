@@ -1,7 +1,11 @@
 //! Other platforms on this host: arm64 steps under QEMU, from the multi-platform base that
-//! `scripts/services.sh` publishes (issue 20's first part: the test bed).
+//! `scripts/services.sh` publishes; a multi-platform build pushed to the local ECR as one list,
+//! read back by the docker CLI and skopeo; and a platform the host cannot run, refused.
 
-use crate::harness::{docker, service, tool, unique};
+use serde_json::{Value, json};
+
+use crate::ecr_hosts::{create, described, docker_as, east};
+use crate::harness::{Piped, Refs, aws_cli, bin_dir, docker, pipe, program, service, tool, unique};
 use crate::img_build::{Images, write};
 
 /// Emulation must be there: a test that needs it fails with the reason, never skips.
@@ -69,4 +73,213 @@ fn an_arm64_step_runs_under_emulation_from_the_multi_platform_base() {
         build_for("linux/amd64", &amd),
         ("x86_64".to_owned(), "linux/amd64".to_owned())
     );
+}
+
+/// A multi-stage sample whose `RUN` step records the machine it ran on, `FROM` the
+/// multi-platform base; `extra` is added to the last stage (to change the build).
+fn sample(dir: &std::path::Path, extra: &str) {
+    let base = service("IMGPIPE_MULTI_BASE_IMAGE");
+    write(
+        &dir.join("Dockerfile"),
+        &format!(
+            "FROM {base} AS build\nRUN uname -m > /machine\nFROM {base}\nCOPY --from=build /machine /machine\n{extra}"
+        ),
+    );
+}
+
+/// img-build --platform linux/amd64,linux/arm64 into img-push, for `repository:v1` in the local
+/// ECR; returns img-push's document, or the failed pipe for the caller to check.
+fn build_and_push(dir: &std::path::Path, repository: &str, config: &std::path::Path) -> Piped {
+    pipe([
+        tool("img-build")
+            .args(["--platform", "linux/amd64,linux/arm64"])
+            .args([dir])
+            .stdin(
+                json!({"registry": east(), "repository": repository, "tags": ["v1"]}).to_string(),
+            ),
+        tool("img-push").env("DOCKER_CONFIG", config),
+    ])
+}
+
+/// The digest and platform (`os/arch`) of each entry of a list, as a client read it.
+fn entries(list: &Value) -> Vec<(String, String)> {
+    list["manifests"]
+        .as_array()
+        .expect("a list of manifests")
+        .iter()
+        .map(|m| {
+            (
+                format!(
+                    "{}/{}",
+                    m["platform"]["os"].as_str().unwrap(),
+                    m["platform"]["architecture"].as_str().unwrap()
+                ),
+                m["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// How many images (tagged or not) ECR's ListImages gives the repository.
+fn image_count(repository: &str) -> usize {
+    let (ok, text) = aws_cli(&["ecr", "list-images", "--repository-name", repository]);
+    assert!(ok, "{text}");
+    let value: Value = serde_json::from_str(&text).unwrap();
+    value["imageIds"].as_array().map_or(0, |ids| {
+        ids.iter()
+            .filter_map(|i| i["imageDigest"].as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    })
+}
+
+/// Two clients we did not write read the list at `name:v1`, the docker CLI and skopeo, with
+/// ecr-login's credentials in `config`; then each child, pulled through the list by the docker
+/// CLI for its platform, holds what its RUN step wrote: arm64 ran under emulation.
+fn clients_read(name: &str, config: &std::path::Path, platforms: &[(String, String)]) {
+    // Two clients we did not write read the list: the docker CLI and skopeo.
+    tool("ecr-login")
+        .env("DOCKER_CONFIG", config)
+        .run()
+        .success();
+    let (ok, text) = docker_as(
+        config,
+        None,
+        &["manifest", "inspect", &format!("{name}:v1")],
+    );
+    assert!(ok, "docker manifest inspect: {text}");
+    let list: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(entries(&list), platforms, "{text}");
+    let authfile = config.join("config.json");
+    let skopeo = |args: &[&str]| {
+        let output = std::process::Command::new("skopeo")
+            .args(args)
+            .arg("--authfile")
+            .arg(&authfile)
+            .arg(format!("docker://{name}:v1"))
+            .output()
+            .expect("running skopeo (scripts/services.sh up installs it)");
+        assert!(output.status.success(), "skopeo {args:?}: {output:?}");
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let raw = skopeo(&["inspect", "--raw"]);
+    assert_eq!(entries(&raw), platforms, "{raw}");
+    let config_arm = skopeo(&["inspect", "--config", "--override-arch", "arm64"]);
+    assert_eq!(config_arm["architecture"], "arm64", "{config_arm}");
+
+    // Each child, pulled through the list by the docker CLI for its platform, holds what its
+    // RUN step wrote: arm64 ran under emulation.
+    for (platform, machine) in [("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")] {
+        for local in [
+            format!("{name}:v1"),
+            format!("{name}:v1-amd64"),
+            format!("{name}:v1-arm64"),
+        ] {
+            let _ = docker_as(config, None, &["image", "rm", &local]);
+        }
+        let (ok, text) = docker_as(
+            config,
+            None,
+            &["pull", "--platform", platform, &format!("{name}:v1")],
+        );
+        assert!(ok, "docker pull --platform {platform}: {text}");
+        let (ok, text) = docker_as(
+            config,
+            None,
+            &[
+                "run",
+                "--rm",
+                "--platform",
+                platform,
+                &format!("{name}:v1"),
+                "cat",
+                "/machine",
+            ],
+        );
+        assert!(ok, "docker run --platform {platform}: {text}");
+        assert_eq!(text.lines().next(), Some(machine), "{platform}: {text}");
+    }
+}
+
+#[test]
+fn a_multi_platform_build_is_pushed_as_one_list_that_docker_and_skopeo_read() {
+    emulation();
+    let repository = unique("platforms-multi");
+    create(&repository, &["--tag-mutability", "immutable"]);
+    let name = format!("{}/{repository}", east());
+    let _refs = Refs(vec![
+        format!("{name}:v1"),
+        format!("{name}:v1-amd64"),
+        format!("{name}:v1-arm64"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path(), "");
+    let config = tempfile::tempdir().unwrap();
+    let pushed = build_and_push(dir.path(), &repository, config.path());
+    let doc = pushed.success().document();
+    let digest = doc["digest"].as_str().unwrap().to_owned();
+    let platforms: Vec<(String, String)> = doc["platforms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["platform"].as_str().unwrap().to_owned(),
+                p["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(platforms.len(), 2, "{doc}");
+    assert_eq!(
+        (platforms[0].0.as_str(), platforms[1].0.as_str()),
+        ("linux/amd64", "linux/arm64")
+    );
+    assert_eq!(described(&repository, "v1", &[]), Some(digest.clone()));
+
+    clients_read(&name, config.path(), &platforms);
+
+    // The same build again, into the immutable repository: every tag is already there.
+    let count = image_count(&repository);
+    let again = build_and_push(dir.path(), &repository, config.path());
+    let doc = again.success().document();
+    assert_eq!(doc["digest"], digest.as_str(), "{doc}");
+    assert_eq!(doc["push"]["tags_present"], json!(["v1"]), "{doc}");
+    assert_eq!(image_count(&repository), count);
+
+    // A changed build: refused before anything is uploaded.
+    sample(dir.path(), "LABEL changed=yes\n");
+    let changed = build_and_push(dir.path(), &repository, config.path());
+    changed
+        .last()
+        .fails(4, &["immutable tags", "v1-amd64", "nothing was pushed"]);
+    assert_eq!(image_count(&repository), count, "nothing was uploaded");
+    assert_eq!(described(&repository, "v1", &[]), Some(digest));
+}
+
+#[test]
+fn a_platform_this_host_cannot_run_is_refused_before_any_build() {
+    // A user namespace has its own binfmt_misc (Linux 6.7 and later), with nothing registered:
+    // a host without QEMU, as img-build sees it.
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path(), "");
+    let script = format!(
+        "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || exit 90; exec \"$0\" --no-input --platform linux/amd64,linux/arm64 --tag imgpipe-never:1 {}",
+        dir.path().display()
+    );
+    let outcome = program(std::path::Path::new("unshare"))
+        .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+        .args([bin_dir().join("img-build")])
+        .run();
+    outcome.fails(
+        78,
+        &[
+            "cannot build linux/arm64",
+            "no binfmt_misc entry runs arm64",
+            "qemu-user-static",
+            "examples/buildspecs/multiarch.yml",
+        ],
+    );
+    assert!(!outcome.stderr.contains("building"), "{}", outcome.stderr);
+    let (ok, _) = docker(&["image", "inspect", "imgpipe-never:1-amd64"]);
+    assert!(!ok, "nothing was built");
 }

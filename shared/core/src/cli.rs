@@ -252,6 +252,16 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         })
 }
 
+/// Parses a `--platform` value, `os/architecture[/variant]` (see [`crate::platform`]).
+pub fn platform(text: &str) -> std::result::Result<crate::platform::Platform, String> {
+    crate::platform::Platform::parse(text).map_err(|e| {
+        format!(
+            "{} (write os/architecture[/variant], e.g. linux/amd64 or linux/arm64)",
+            e.message()
+        )
+    })
+}
+
 /// Parses a `KEY=VALUE` flag value (`--label`, `--tag` of ecr-repo): the key is everything
 /// before the first `=` and may not be empty; the value may be empty or hold more `=`.
 pub fn key_value(text: &str) -> std::result::Result<(String, String), String> {

@@ -21,6 +21,7 @@ mod builder;
 mod buildkit;
 mod cache;
 mod explain;
+mod platforms;
 mod request;
 pub mod session;
 mod skip;
@@ -41,6 +42,7 @@ use clap::Parser;
 use shared::Result;
 use shared::cli::Common;
 use shared::exit::Code;
+use shared::platform::Platform;
 use tokio::sync::OnceCell;
 
 /// How many output lines of the failing step are shown with the error.
@@ -137,9 +139,15 @@ pub struct Cli {
     #[arg(long = "ssh", value_name = "default|ID[=SOCKET_OR_KEYS]", value_parser = session::ssh::parse_ssh)]
     pub ssh: Vec<session::ssh::SshSpec>,
 
-    /// Target platform, os/arch[/variant] (e.g. linux/amd64).
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
+    /// Target platforms, os/arch[/variant], comma-separated or repeated
+    /// (linux/amd64,linux/arm64). One platform builds one image. Several build one image each
+    /// (the Engine's image store keeps one platform per tag), listed in the document's
+    /// `platforms` for img-push to push as one multi-platform image; each is tagged locally as
+    /// the first reference plus -ARCH (my-app:1.4.2-arm64). A platform that is not the
+    /// daemon's own runs its RUN steps under QEMU, which must be registered with binfmt_misc:
+    /// checked before any build (exit 78 when it is not).
+    #[arg(long = "platform", value_name = "PLATFORM[,PLATFORM]", value_delimiter = ',', value_parser = shared::cli::platform)]
+    pub platforms: Vec<Platform>,
 
     /// Network mode for RUN steps (default, host, none, or a network name).
     #[arg(long, value_name = "MODE")]
@@ -181,6 +189,20 @@ pub struct Cli {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub common: Common,
+}
+
+impl Cli {
+    /// The platforms asked for, each once, in the order given.
+    #[must_use]
+    pub fn platforms(&self) -> Vec<Platform> {
+        let mut out: Vec<Platform> = Vec::new();
+        for p in &self.platforms {
+            if !out.iter().any(|o| o.same(p)) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
 }
 
 impl shared::cli::Cli for Cli {

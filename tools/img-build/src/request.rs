@@ -141,6 +141,7 @@ pub(crate) struct BuildRequest<'a> {
     #[allow(clippy::ptr_arg)]
     pub(crate) cache: &'a Vec<String>,
     pub(crate) first: Option<&'a str>,
+    pub(crate) platform: Option<&'a shared::platform::Platform>,
 }
 
 impl BuildRequest<'_> {
@@ -170,8 +171,8 @@ impl BuildRequest<'_> {
         if let Some(target) = &self.cli.target {
             options = options.target(target);
         }
-        if let Some(platform) = &self.cli.platform {
-            options = options.platform(platform);
+        if let Some(platform) = self.platform {
+            options = options.platform(&platform.name());
         }
         if let Some(network) = &self.cli.network {
             options = options.networkmode(network);

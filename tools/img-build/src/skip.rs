@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use context::{Context, Summary};
 use serde_json::{Value, json};
+use shared::platform::Platform;
 use shared::{Document, Result, info, verbose, warn};
 
 use crate::Cli;
@@ -45,7 +46,12 @@ pub(crate) struct Present {
 /// tag is not there, the document names another content tag, or the registry could not be
 /// asked (a warning: building is always correct, only slower). A registry name that is not
 /// valid is an error: nothing is asked of it.
-pub(crate) async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Result<Option<Present>> {
+pub(crate) async fn find_present(
+    cli: &Cli,
+    doc: &Document,
+    hash: &str,
+    platforms: &[Platform],
+) -> Result<Option<Present>> {
     let tag = shared::names::content_tag(hash);
     let Some((registry, repository)) = registry_repository(doc)? else {
         warn!(
@@ -74,10 +80,18 @@ pub(crate) async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Resul
         let (client, _) =
             registry::credentials::registry(&registry, &cli.aws, registry::Retry::default())
                 .await?;
-        client.manifest_digest(&repository, &tag).await
+        let Some(manifest) = client.manifest(&repository, &tag).await? else {
+            return Ok::<_, shared::Error>(None);
+        };
+        let differs = platforms_differ(&client, &repository, &manifest, platforms).await?;
+        Ok(Some((manifest.digest, differs)))
     };
     Ok(match lookup.await {
-        Ok(Some(digest)) => Some(Present { name, tag, digest }),
+        Ok(Some((digest, None))) => Some(Present { name, tag, digest }),
+        Ok(Some((_, Some(why)))) => {
+            info!("{name}:{tag} is this context built for {why}: building");
+            None
+        }
         Ok(None) => {
             info!("{name}:{tag} is not in the registry: building");
             None
@@ -90,6 +104,39 @@ pub(crate) async fn find_present(cli: &Cli, doc: &Document, hash: &str) -> Resul
             None
         }
     })
+}
+
+/// Whether the image found is for other platforms than this build's: `Some(its platforms)`
+/// when it is. A multi-platform build matches a list of exactly its platforms; a build for one
+/// platform, an image of that platform; a build with no `--platform`, any single image.
+async fn platforms_differ(
+    client: &registry::Registry,
+    repository: &str,
+    manifest: &registry::Manifest,
+    platforms: &[Platform],
+) -> Result<Option<String>> {
+    let names = |list: &[Platform]| {
+        list.iter()
+            .map(Platform::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let found: Vec<Platform> =
+        match registry::index::index_configs(client, repository, manifest).await? {
+            Some(children) => children.into_iter().map(|(p, _)| p).collect(),
+            None if platforms.len() == 1 => {
+                let Some(config) = manifest.config_digest() else {
+                    return Ok(Some("no platform".to_owned()));
+                };
+                let blob = client.blob(repository, &config).await?.unwrap_or_default();
+                vec![Platform::from_config(&blob, repository)?]
+            }
+            None if platforms.is_empty() => return Ok(None),
+            None => return Ok(Some("one platform".to_owned())),
+        };
+    let same =
+        found.len() == platforms.len() && platforms.iter().all(|p| found.iter().any(|f| f.same(p)));
+    Ok((!same).then(|| names(&found)))
 }
 
 /// The document for a skipped build: the digest found, and why nothing was built.

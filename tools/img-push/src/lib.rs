@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 
 mod engine;
 mod immutability;
+mod platforms;
 mod push;
 mod record;
 mod retag;

@@ -19,6 +19,7 @@ use crate::immutability::TagState;
 use crate::immutability::conflicts;
 use crate::immutability::immutability;
 use crate::immutability::tag_states;
+use crate::platforms::{local_children, push_platforms};
 use crate::record::Outcome;
 use crate::record::finish;
 use crate::retag::retag;
@@ -29,6 +30,9 @@ use crate::target::{Target, target};
 pub(crate) async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) -> Result<Document> {
     if let Some(why) = retag_reason(cli, &doc) {
         return retag(cli, doc, why).await;
+    }
+    if let Some(locals) = local_children(&doc)? {
+        return push_platforms(cli, engine, doc, locals).await;
     }
     // The names are checked before anything is asked of the Engine or a registry.
     let target = target(cli, &doc)?;
@@ -149,7 +153,12 @@ async fn local_image(
 }
 
 /// Tags the image locally under each of the target's tags, as `docker tag` does before a push.
-async fn tag_locally(engine: &Engine, image_id: &str, name: &str, tags: &[String]) -> Result<()> {
+pub(crate) async fn tag_locally(
+    engine: &Engine,
+    image_id: &str,
+    name: &str,
+    tags: &[String],
+) -> Result<()> {
     for tag in tags {
         let options = TagImageOptionsBuilder::new().repo(name).tag(tag).build();
         engine
@@ -168,19 +177,19 @@ async fn tag_locally(engine: &Engine, image_id: &str, name: &str, tags: &[String
 }
 
 /// What pushing the tags gave.
-struct Pushes {
-    pushed_tags: Vec<String>,
-    present_tags: Vec<String>,
+pub(crate) struct Pushes {
+    pub(crate) pushed_tags: Vec<String>,
+    pub(crate) present_tags: Vec<String>,
     /// The digest the pushes gave, if any tag was pushed.
-    digest: Option<String>,
+    pub(crate) digest: Option<String>,
     /// Layers pushed and already there, from the first push.
-    layers: Option<(u64, u64)>,
-    attempts_used: u32,
+    pub(crate) layers: Option<(u64, u64)>,
+    pub(crate) attempts_used: u32,
 }
 
 /// Pushes every tag not already present, each retried as `retry` says; every push must give
 /// the same digest.
-async fn push_tags(
+pub(crate) async fn push_tags(
     engine: &Engine,
     docker: &bollard::Docker,
     target: &Target,
