@@ -283,3 +283,103 @@ fn a_platform_this_host_cannot_run_is_refused_before_any_build() {
     let (ok, _) = docker(&["image", "inspect", "imgpipe-never:1-amd64"]);
     assert!(!ok, "nothing was built");
 }
+
+/// `img-tag --tag raw:TAG --tag content | img-build --platform linux/amd64,linux/arm64
+/// --skip-if-present | img-push | scan-gate` on `dir` into the local ECR.
+fn content_pipeline(
+    dir: &std::path::Path,
+    repository: &str,
+    tag: &str,
+    config: &std::path::Path,
+) -> Piped {
+    let context = dir.to_string_lossy().into_owned();
+    pipe([
+        tool("img-tag")
+            .args(["--no-input", "--context", &context])
+            .args(["--commit", &"1".repeat(40), "--branch", "main"])
+            .args(["--registry", &east(), "--repository", repository])
+            .args(["--tag", &format!("raw:{tag}"), "--tag", "content"]),
+        tool("img-build").args([
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--skip-if-present",
+            &context,
+        ]),
+        tool("img-push").env("DOCKER_CONFIG", config),
+        tool("scan-gate").args(["--fail-on", "critical"]),
+    ])
+}
+
+#[test]
+fn a_multi_platform_build_is_found_by_its_content_tag_retagged_and_gated_per_platform() {
+    emulation();
+    let repository = unique("platforms-content");
+    create(&repository, &["--scan-on-push"]);
+    let name = format!("{}/{repository}", east());
+    let _refs = Refs(vec![
+        format!("{name}:one-amd64"),
+        format!("{name}:one-arm64"),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    sample(dir.path(), "");
+    let config = tempfile::tempdir().unwrap();
+
+    let first = content_pipeline(dir.path(), &repository, "one", config.path());
+    let doc = first.success().document();
+    assert_eq!(doc["build"]["skipped"], false, "{doc}");
+    let digest = doc["digest"].as_str().unwrap().to_owned();
+    assert_eq!(doc["scan"]["multi_platform"], true, "{doc}");
+    let gated: Vec<&str> = doc["scan"]["platforms"]
+        .as_array()
+        .expect("scan-gate's platforms")
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(gated, ["linux/amd64", "linux/arm64"], "{doc}");
+    let content_tag = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|t| t.starts_with("ctx-"))
+        .expect("img-tag's content tag")
+        .to_owned();
+    assert_eq!(
+        described(&repository, &content_tag, &[]),
+        Some(digest.clone())
+    );
+
+    // The same sources again: the list is found by its content tag and only tagged "two".
+    let second = content_pipeline(dir.path(), &repository, "two", config.path());
+    let doc = second.success().document();
+    assert_eq!(doc["build"]["skipped"], true, "{doc}");
+    assert_eq!(doc["digest"], digest.as_str(), "{doc}");
+    assert_eq!(doc["push"]["tags_pushed"], json!(["two"]), "{doc}");
+    assert_eq!(doc["scan"]["multi_platform"], true, "{doc}");
+    assert_eq!(described(&repository, "two", &[]), Some(digest.clone()));
+
+    // The same sources for one platform are another build: the list is not taken for it.
+    let context = dir.path().to_string_lossy().into_owned();
+    let single = pipe([
+        tool("img-tag")
+            .args(["--no-input", "--context", &context])
+            .args(["--commit", &"1".repeat(40), "--branch", "main"])
+            .args(["--registry", &east(), "--repository", &repository])
+            .args(["--tag", "raw:three", "--tag", "content"]),
+        tool("img-build").args(["--platform", "linux/amd64", "--skip-if-present", &context]),
+    ]);
+    let _three = Refs(vec![
+        format!("{name}:three"),
+        format!("{name}:{content_tag}"),
+    ]);
+    let doc = single.success().document();
+    assert_eq!(doc["build"]["skipped"], false, "{doc}");
+    assert!(
+        single
+            .last()
+            .stderr
+            .contains("built for linux/amd64, linux/arm64"),
+        "{}",
+        single.last().stderr
+    );
+}
