@@ -52,7 +52,9 @@ HOST=127.0.0.1
 
 BASE_IMAGE=local/busybox:1
 ARM64_BASE_IMAGE=local/busybox:1-arm64
-APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl openssl util-linux openssh-client skopeo)
+# skopeo: a second registry client the tests read images with. gcc-aarch64-linux-gnu: the C
+# compiler the buildspec runner gives an ARM_CONTAINER build, as an ARM host has its own.
+APT_PACKAGES=(docker.io docker-registry apache2-utils python3-venv busybox-static curl openssl util-linux openssh-client skopeo gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 # A set checked to work together (moto's server + aws-cli v1 in one venv, `pip check` clean).
 # awscli 1.46 carries its own copy of botocore (awscli/botocore); boto3/botocore are moto's,
 # pinned to the pair pip resolved for it.

@@ -17,7 +17,8 @@ use crate::codebuild::{
     Build, Phase, check_outputs, overrides, project_variables, resolve, run, run_batch, source,
     source_of,
 };
-use crate::harness::{aws_cli, docker, root, service, unique};
+use crate::ecr_hosts::docker_as;
+use crate::harness::{Refs, aws_cli, docker, root, service, tool, unique};
 
 /// The account the ECR API server answers for (its GetAuthorizationToken names it).
 pub(crate) const ACCOUNT: &str = "123456789012";
@@ -294,9 +295,9 @@ fn scan_gate_passes_and_publishes_a_junit_report() {
 }
 
 /// The multi-architecture batch build: an amd64 and an arm64 build, then the join. Both
-/// architecture builds run on this x86 host here (CodeBuild runs the arm64 one on an ARM host),
-/// so the arm64 image holds an x86 program: what this checks is the graph, the per-platform
-/// images and the manifest list the registry serves, not the program.
+/// architecture builds run on this x86 host here (CodeBuild runs the arm64 one on an ARM host,
+/// whose `cc` the runner stands in for with an aarch64 compiler), so the arm64 image holds a
+/// real aarch64 program, which the docker CLI runs under QEMU through the joined list.
 #[test]
 fn multiarch_batch_builds_two_platforms_and_joins_them() {
     let repository = unique("buildspecs-multiarch");
@@ -344,6 +345,34 @@ fn multiarch_batch_builds_two_platforms_and_joins_them() {
             ("linux/arm64".to_owned(), arm64)
         ]
     );
+    // Each platform's program, pulled through the list and run by the docker CLI.
+    let config = tempfile::tempdir().unwrap();
+    tool("ecr-login")
+        .env("DOCKER_CONFIG", config.path())
+        .run()
+        .success();
+    let _refs = Refs(vec![uri.clone()]);
+    for (platform, machine) in [("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")] {
+        let _ = docker_as(config.path(), None, &["image", "rm", &uri]);
+        let (ok, text) = docker_as(
+            config.path(),
+            None,
+            &[
+                "run",
+                "--rm",
+                "--pull",
+                "always",
+                "--platform",
+                platform,
+                &uri,
+            ],
+        );
+        assert!(ok, "docker run --platform {platform} {uri}: {text}");
+        assert!(
+            text.contains(&format!("hello from {machine}")),
+            "{platform}: {text}"
+        );
+    }
 }
 
 /// The runner itself, on buildspecs made here: state kept from command to command and phase to

@@ -537,6 +537,9 @@ pub(crate) fn run_batch(
             vars.extend(map.iter().map(|(k, v)| (scalar(k), scalar(v))));
         }
         vars.push(("CODEBUILD_BATCH_BUILD_IDENTIFIER".to_owned(), id.clone()));
+        if let Some(path) = arm_path(entry, &copies.path().join(format!("{id}.arm"))) {
+            vars.push(("PATH".to_owned(), path));
+        }
         let (name, build_spec) = match entry.get("buildspec") {
             Some(file) => {
                 let file = scalar(file);
@@ -553,6 +556,32 @@ pub(crate) fn run_batch(
     // The copies are the builds' source directories: keep them for the caller's checks.
     let _ = copies.keep();
     builds
+}
+
+/// For a batch entry on an ARM host (`env.type: ARM_CONTAINER`), the PATH of its build: this
+/// x86 machine stands in for the ARM host, so its `cc` is an aarch64 compiler (Debian's
+/// gcc-aarch64-linux-gnu, which scripts/services.sh installs), as a Graviton host's own `cc`
+/// makes aarch64 programs. `None` for any other entry.
+fn arm_path(entry: &Yaml, shim: &Path) -> Option<String> {
+    let kind = entry.get("env").and_then(|e| e.get("type")).map(scalar)?;
+    if !kind.starts_with("ARM_") {
+        return None;
+    }
+    let compiler = "/usr/bin/aarch64-linux-gnu-gcc";
+    assert!(
+        Path::new(compiler).exists(),
+        "{compiler} is missing: scripts/services.sh up installs it for the ARM builds"
+    );
+    std::fs::create_dir_all(shim).unwrap();
+    let cc = shim.join("cc");
+    let _ = std::fs::remove_file(&cc);
+    std::os::unix::fs::symlink(compiler, &cc).unwrap();
+    Some(format!(
+        "{}:{}:{}",
+        shim.display(),
+        bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    ))
 }
 
 /// Runs the phases of `spec` (named `name` in messages) as one build.
