@@ -5,7 +5,9 @@
 use serde_json::{Value, json};
 
 use crate::ecr_hosts::{create, described, docker_as, east};
-use crate::harness::{Piped, Refs, aws_cli, bin_dir, docker, pipe, program, service, tool, unique};
+use crate::harness::{
+    Outcome, Piped, Refs, aws_cli, bin_dir, docker, pipe, program, service, tool, unique,
+};
 use crate::img_build::{Images, write};
 
 /// Emulation must be there: a test that needs it fails with the reason, never skips.
@@ -87,18 +89,46 @@ fn sample(dir: &std::path::Path, extra: &str) {
     );
 }
 
-/// img-build --platform linux/amd64,linux/arm64 into img-push, for `repository:v1` in the local
-/// ECR; returns img-push's document, or the failed pipe for the caller to check.
-fn build_and_push(dir: &std::path::Path, repository: &str, config: &std::path::Path) -> Piped {
-    pipe([
-        tool("img-build")
-            .args(["--platform", "linux/amd64,linux/arm64"])
-            .args([dir])
-            .stdin(
-                json!({"registry": east(), "repository": repository, "tags": ["v1"]}).to_string(),
-            ),
-        tool("img-push").env("DOCKER_CONFIG", config),
-    ])
+/// img-build --platform linux/amd64,linux/arm64, then img-push, for `repository:v1` in the
+/// local ECR; img-build's document is checked against the schema and its platforms. Returns
+/// img-push's outcome.
+fn build_and_push(dir: &std::path::Path, repository: &str, config: &std::path::Path) -> Outcome {
+    let built = tool("img-build")
+        .args(["--platform", "linux/amd64,linux/arm64"])
+        .args([dir])
+        .stdin(json!({"registry": east(), "repository": repository, "tags": ["v1"]}).to_string())
+        .run();
+    let doc = built.success().document();
+    assert!(
+        doc.get("image_id").is_none(),
+        "no one image is the image: {doc}"
+    );
+    let name = format!("{}/{repository}", east());
+    let listed: Vec<(&str, &str, bool)> = doc["platforms"]
+        .as_array()
+        .expect("img-build's platforms")
+        .iter()
+        .map(|p| {
+            (
+                p["platform"].as_str().unwrap(),
+                p["reference"].as_str().unwrap(),
+                p["image_id"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("linux/amd64", format!("{name}:v1-amd64").as_str(), true),
+            ("linux/arm64", format!("{name}:v1-arm64").as_str(), true)
+        ],
+        "{doc}"
+    );
+    assert_eq!(doc["build"]["platforms"][1]["emulated"], true, "{doc}");
+    tool("img-push")
+        .env("DOCKER_CONFIG", config)
+        .stdin(doc.to_string())
+        .run()
 }
 
 /// The digest and platform (`os/arch`) of each entry of a list, as a client read it.
@@ -215,8 +245,9 @@ fn a_multi_platform_build_is_pushed_as_one_list_that_docker_and_skopeo_read() {
     let dir = tempfile::tempdir().unwrap();
     sample(dir.path(), "");
     let config = tempfile::tempdir().unwrap();
-    let pushed = build_and_push(dir.path(), &repository, config.path());
-    let doc = pushed.success().document();
+    let doc = build_and_push(dir.path(), &repository, config.path())
+        .success()
+        .document();
     let digest = doc["digest"].as_str().unwrap().to_owned();
     let platforms: Vec<(String, String)> = doc["platforms"]
         .as_array()
@@ -240,17 +271,16 @@ fn a_multi_platform_build_is_pushed_as_one_list_that_docker_and_skopeo_read() {
 
     // The same build again, into the immutable repository: every tag is already there.
     let count = image_count(&repository);
-    let again = build_and_push(dir.path(), &repository, config.path());
-    let doc = again.success().document();
+    let doc = build_and_push(dir.path(), &repository, config.path())
+        .success()
+        .document();
     assert_eq!(doc["digest"], digest.as_str(), "{doc}");
     assert_eq!(doc["push"]["tags_present"], json!(["v1"]), "{doc}");
     assert_eq!(image_count(&repository), count);
 
     // A changed build: refused before anything is uploaded.
     sample(dir.path(), "LABEL changed=yes\n");
-    let changed = build_and_push(dir.path(), &repository, config.path());
-    changed
-        .last()
+    build_and_push(dir.path(), &repository, config.path())
         .fails(4, &["immutable tags", "v1-amd64", "nothing was pushed"]);
     assert_eq!(image_count(&repository), count, "nothing was uploaded");
     assert_eq!(described(&repository, "v1", &[]), Some(digest));
