@@ -81,12 +81,16 @@ pub(crate) const CHUNK: usize = 256 * 1024;
   # Private git dependencies through the SSH agent (RUN --mount=type=ssh)
   img-build --no-input --ssh default .
 
+  # One image for x86 and ARM from this host (arm64 RUN steps under QEMU), pushed as one list
+  img-tag | img-build --platform linux/amd64,linux/arm64 | img-push
+
 BuildKit (the default when the daemon offers it) gets the context, the Dockerfile, secrets and
 SSH agents through a session, as the docker CLI sends them: only the files .dockerignore keeps,
 and on a rebuild only those that changed. It gets BUILDKIT_INLINE_CACHE=1, so a pushed image
 serves as --cache-from for the next build. A failing build step exits with 65 (bad input: the
 Dockerfile or the sources), after its last output lines; a --secret or --ssh whose source is
-missing exits with 2 before the build."
+missing exits with 2 before the build; a --platform this host can neither run nor emulate exits
+with 78 before the build."
 )]
 pub struct Cli {
     /// The build context directory.

@@ -63,8 +63,17 @@ pub use target::{Target, parse_reference, target};
   # Skip unchanged builds: img-build finds the content tag, img-push only adds the new tags
   img-tag --tag sha --tag content | img-build --skip-if-present | img-push
 
+  # A multi-platform build: each platform under TAG-ARCH, then one list under every tag
+  img-tag | img-build --platform linux/amd64,linux/arm64 | img-push
+
 A tag that already names this image is reported as already present and succeeds; a tag that
-names another image where tags are immutable exits with 4 before anything is uploaded."
+names another image where tags are immutable exits with 4 before anything is uploaded.
+
+A document from img-build --platform A,B (its platforms with image ids) is pushed as one
+multi-platform image: each platform's image under the first tag plus -ARCH (1.4.2-arm64),
+written once, then a manifest list (an OCI index when a child is OCI) under every tag. Every
+tag is checked first, so an immutable repository takes the same build again and refuses a
+changed one with 4 before any upload."
 )]
 pub struct Cli {
     /// Registry host (default: the document's `registry`, or the host in its `references`).
