@@ -127,6 +127,10 @@ fn build_and_push(dir: &std::path::Path, repository: &str, config: &std::path::P
     assert_eq!(doc["build"]["platforms"][1]["emulated"], true, "{doc}");
     tool("img-push")
         .env("DOCKER_CONFIG", config)
+        .args(["--image-uri-file"])
+        .args([config.join("image_uri.txt")])
+        .args(["--image-detail"])
+        .args([config.join("imageDetail.json")])
         .stdin(doc.to_string())
         .run()
 }
@@ -266,6 +270,16 @@ fn a_multi_platform_build_is_pushed_as_one_list_that_docker_and_skopeo_read() {
         ("linux/amd64", "linux/arm64")
     );
     assert_eq!(described(&repository, "v1", &[]), Some(digest.clone()));
+    // The deployment artifacts name the list: by tag, and by its digest for blue/green.
+    assert_eq!(
+        std::fs::read_to_string(config.path().join("image_uri.txt")).unwrap(),
+        format!("{name}:v1\n")
+    );
+    let detail: Value = serde_json::from_str(
+        &std::fs::read_to_string(config.path().join("imageDetail.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(detail["ImageURI"], format!("{name}@{digest}"));
 
     clients_read(&name, config.path(), &platforms);
 

@@ -45,7 +45,7 @@ pub async fn read_child(
         .await?
         .ok_or_else(|| {
             Error::data(format!("{from}: registry {host} has no image {name}"))
-                .with_hint("push every platform's image before joining them")
+                .with_hint("push every platform's image (img-push) before joining them")
         })?;
     if manifest.digest != digest || sha256_digest(&manifest.body) != digest {
         return Err(Error::unavailable(format!(

@@ -349,6 +349,11 @@ pub(crate) fn step_failed(
     message: &str,
 ) -> Error {
     let message = shared::cli::one_line(message);
+    let hint = if message.contains("exec format error") {
+        "the step ran a program for another platform and nothing emulates it: register QEMU with binfmt_misc (apt-get install qemu-user-static), or build that platform on a native host (examples/buildspecs/multiarch.yml)"
+    } else {
+        "fix the step or the sources it uses; its last output lines are above"
+    };
     if let Some(failed) = trace.failure() {
         if !failed.last.is_empty() {
             warn!("last output of {}:", failed.step);
@@ -356,8 +361,7 @@ pub(crate) fn step_failed(
                 warn!("  | {line}");
             }
         }
-        return Error::data(format!("{} failed: {message}", failed.step))
-            .with_hint("fix the step or the sources it uses; its last output lines are above");
+        return Error::data(format!("{} failed: {message}", failed.step)).with_hint(hint);
     }
     let Some(step) = progress.step.clone() else {
         return Error::data(format!("the build failed before its first step: {message}"))
@@ -369,8 +373,7 @@ pub(crate) fn step_failed(
             warn!("  | {line}");
         }
     }
-    Error::data(format!("{step} failed: {message}"))
-        .with_hint("fix the step or the sources it uses; its last output lines are above")
+    Error::data(format!("{step} failed: {message}")).with_hint(hint)
 }
 
 pub(crate) fn request_failed(engine: &Engine, err: &bollard::errors::Error) -> Error {
