@@ -16,8 +16,6 @@
 use std::time::{Duration, Instant};
 
 use docker::{Engine, registry_auth_header};
-use registry::Retry;
-use registry::credentials::{self, Found};
 use registry::index;
 use serde_json::{Value, json};
 use shared::error::chain;
@@ -26,8 +24,8 @@ use shared::platform::Platform;
 use shared::{Document, Error, Result, info};
 
 use crate::Cli;
-use crate::immutability::{TagState, conflicts, immutability, tag_states};
-use crate::push::{push_tags, tag_locally};
+use crate::immutability::{TagState, conflicts, tag_states};
+use crate::push::{Preflight, preflight, push_tags, tag_locally};
 use crate::record::{Outcome, finish};
 use crate::target::{Target, target};
 
@@ -142,17 +140,14 @@ pub(crate) async fn push_platforms(
         repo_digests.push(check_local(engine, local).await?);
     }
 
-    let retry = Retry::within(cli.attempts, deadline);
-    let (
+    let Preflight {
+        retry,
         registry,
-        Found {
-            credentials,
-            source,
-        },
-    ) = credentials::registry(&target.registry, &cli.aws, retry.clone()).await?;
-    let immutable = immutability(cli, &target).await?;
-    registry.check_push_access(&target.repository).await?;
-    let exists = registry.repository_exists(&target.repository).await?;
+        credentials,
+        source,
+        immutable,
+        exists,
+    } = preflight(cli, &target, deadline).await?;
 
     // Every tag's state, children and list, before anything moves.
     let mut child_states = Vec::new();
@@ -271,7 +266,7 @@ pub(crate) async fn push_platforms(
         pushed_tags,
         present_tags,
         layers: Some((pushed_layers, existing_layers)),
-        source: source.to_string(),
+        source,
         attempts,
         retag: None,
         started,

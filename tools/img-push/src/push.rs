@@ -44,20 +44,14 @@ pub(crate) async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) ->
     let (image_id, repo_digests) = local_image(cli, engine, &doc, &target).await?;
 
     // Credentials and the repository, before anything moves.
-    let retry = Retry::within(cli.attempts, deadline);
-    let (
+    let Preflight {
+        retry,
         registry,
-        Found {
-            credentials,
-            source,
-        },
-    ) = credentials::registry(&target.registry, &cli.aws, retry.clone()).await?;
-    let immutable = immutability(cli, &target).await?;
-    registry.check_push_access(&target.repository).await?;
-    let exists = registry.repository_exists(&target.repository).await?;
-    if !exists {
-        verbose!("{name} has no tags yet: the registry creates the repository on the first push");
-    }
+        credentials,
+        source,
+        immutable,
+        exists,
+    } = preflight(cli, &target, deadline).await?;
     let states = if exists {
         tag_states(&registry, &target, &image_id, &repo_digests).await?
     } else {
@@ -107,12 +101,57 @@ pub(crate) async fn push(cli: &Cli, engine: &OnceCell<Engine>, doc: Document) ->
         pushed_tags,
         present_tags,
         layers,
-        source: source.to_string(),
+        source,
         attempts: attempts_used.max(1),
         retag: None,
         started,
     };
     finish(cli, &registry, doc, outcome, &immutable).await
+}
+
+/// What a push knows before anything moves: the registry with its credentials and where they
+/// came from, which tags are immutable, and whether the repository has any tags yet.
+pub(crate) struct Preflight<F> {
+    pub(crate) retry: Retry,
+    pub(crate) registry: registry::Registry,
+    pub(crate) credentials: Option<shared::secret::Credentials>,
+    pub(crate) source: String,
+    pub(crate) immutable: F,
+    pub(crate) exists: bool,
+}
+
+/// The credentials (as Docker finds them, else from ECR), the repository's immutability and
+/// push access, and whether it exists, for a push to `target` that must end by `deadline`.
+pub(crate) async fn preflight(
+    cli: &Cli,
+    target: &Target,
+    deadline: Instant,
+) -> Result<Preflight<impl Fn(&str) -> bool + use<>>> {
+    let retry = Retry::within(cli.attempts, deadline);
+    let (
+        registry,
+        Found {
+            credentials,
+            source,
+        },
+    ) = credentials::registry(&target.registry, &cli.aws, retry.clone()).await?;
+    let immutable = immutability(cli, target).await?;
+    registry.check_push_access(&target.repository).await?;
+    let exists = registry.repository_exists(&target.repository).await?;
+    if !exists {
+        verbose!(
+            "{} has no tags yet: the registry creates the repository on the first push",
+            target.name()
+        );
+    }
+    Ok(Preflight {
+        retry,
+        registry,
+        credentials,
+        source: source.to_string(),
+        immutable,
+        exists,
+    })
 }
 
 /// The local image to push (`--image`, the document's `image_id`, or the first tag) and its
