@@ -297,7 +297,47 @@ fn a_multi_platform_build_is_pushed_as_one_list_that_docker_and_skopeo_read() {
     build_and_push(dir.path(), &repository, config.path())
         .fails(4, &["immutable tags", "v1-amd64", "nothing was pushed"]);
     assert_eq!(image_count(&repository), count, "nothing was uploaded");
-    assert_eq!(described(&repository, "v1", &[]), Some(digest));
+    assert_eq!(described(&repository, "v1", &[]), Some(digest.clone()));
+
+    // A child's tag that is also a tag of the list: refused before anything moves.
+    let doc = tool("img-build")
+        .args(["--platform", "linux/amd64,linux/arm64"])
+        .args([dir.path()])
+        .stdin(
+            json!({"registry": east(), "repository": repository, "tags": ["v2", "v2-arm64"]})
+                .to_string(),
+        )
+        .run()
+        .success()
+        .document();
+    let _v2 = Refs(vec![format!("{name}:v2-amd64"), format!("{name}:v2-arm64")]);
+    tool("img-push")
+        .env("DOCKER_CONFIG", config.path())
+        .stdin(doc.to_string())
+        .run()
+        .fails(65, &["v2-arm64", "also a tag of the list"]);
+    assert_eq!(image_count(&repository), count, "nothing was uploaded");
+
+    // img-push's document fed back in: the new build's document names only the new images,
+    // so no later step pushes or retags the old list.
+    let old = json!({
+        "registry": east(), "repository": repository, "tags": ["v3"],
+        "digest": digest, "digest_uri": format!("{name}@{digest}"),
+        "platforms": [{"platform": "linux/amd64", "digest": digest, "image_id": format!("sha256:{}", "0".repeat(64))}],
+    });
+    let _v3 = Refs(vec![format!("{name}:v3")]);
+    let single = tool("img-build")
+        .args(["--platform", "linux/amd64"])
+        .args([dir.path()])
+        .stdin(old.to_string())
+        .run()
+        .success()
+        .document();
+    assert!(single["image_id"].is_string(), "{single}");
+    assert_eq!(single["platform"], "linux/amd64", "{single}");
+    for stale in ["digest", "digest_uri", "platforms"] {
+        assert!(single.get(stale).is_none(), "{stale} left over: {single}");
+    }
 }
 
 #[test]

@@ -13,6 +13,16 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, Result};
 
+/// Whether `part` may be a platform's os, architecture or variant: 1 to 32 letters, digits,
+/// `.`, `_` or `-`. What a user types and what a registry or an image says are held to it.
+fn valid_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 32
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
 /// A platform: operating system, architecture, and the variant and OS version where stated.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Platform {
@@ -43,14 +53,7 @@ impl Platform {
         if !(2..=3).contains(&parts.len()) {
             return Err(bad("is not os/architecture[/variant]"));
         }
-        let ok = |part: &str| {
-            !part.is_empty()
-                && part.len() <= 32
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
-        };
-        if !parts.iter().all(|p| ok(p)) {
+        if !parts.iter().all(|p| valid_part(p)) {
             return Err(bad(
                 "has an empty or invalid part (letters, digits, '.', '_' and '-' only)",
             ));
@@ -90,14 +93,15 @@ impl Platform {
         })?;
         Self::from_object(&value).ok_or_else(|| {
             Error::data(format!(
-                "the image configuration of {what} states no os and architecture"
+                "the image configuration of {what} states no valid os and architecture"
             ))
             .with_hint("build the image with a builder that records its platform")
         })
     }
 
     /// The platform of an index descriptor's `platform` object (or of a configuration); `None`
-    /// when it states no os and architecture.
+    /// when it states no os and architecture, or a part that is not a valid name (control
+    /// characters, over 32 bytes): a registry's or an image's words reach logs and documents.
     #[must_use]
     pub fn from_object(value: &Value) -> Option<Self> {
         let text = |key: &str| {
@@ -107,12 +111,15 @@ impl Platform {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
-        Some(Self {
+        let platform = Self {
             os: text("os")?,
             architecture: text("architecture")?,
             variant: text("variant"),
-            os_version: text("os.version"),
-        })
+            os_version: text("os.version").filter(|v| v.len() <= 64 && valid_part(v)),
+        };
+        let variant_ok = platform.variant.as_deref().is_none_or(valid_part);
+        (valid_part(&platform.os) && valid_part(&platform.architecture) && variant_ok)
+            .then_some(platform)
     }
 
     /// containerd's normal form: `x86_64` is `amd64`, `aarch64` is `arm64` (`v8` implied),
@@ -358,6 +365,9 @@ mod tests {
             json!({"architecture":"amd64","os":"windows","os.version":"10.0.17763.1"})
         );
         assert!(Platform::from_config(br#"{"os":"linux"}"#, "x").is_err());
+        let hostile =
+            Platform::from_config(br#"{"os":"linux","architecture":"arm64\u001b[2J"}"#, "x");
+        assert_eq!(hostile.unwrap_err().code(), crate::exit::DATA);
     }
 
     #[test]

@@ -89,7 +89,13 @@ pub async fn read_child(
 
 /// Sorts the children by platform and refuses two of one platform.
 pub fn sort_children(children: &mut [Child]) -> Result<()> {
-    children.sort_by(|a, b| a.platform.cmp(&b.platform).then(a.digest.cmp(&b.digest)));
+    children.sort_by(|a, b| {
+        (a.platform.normalized(), &a.platform, &a.digest).cmp(&(
+            b.platform.normalized(),
+            &b.platform,
+            &b.digest,
+        ))
+    });
     for pair in children.windows(2) {
         if pair[0].platform.same(&pair[1].platform) {
             return Err(Error::data(format!(
@@ -164,59 +170,56 @@ pub fn platforms_field(name: &str, children: &[Child]) -> Vec<Value> {
         .collect()
 }
 
-/// The configuration digest of each child of the list or index at `reference`, by platform
-/// (normalised); `None` when the tag names a single-platform image. What img-push compares a
-/// tag's current image with, to tell the same multi-platform build from another.
-pub async fn index_configs(
-    registry: &Registry,
-    repository: &str,
-    manifest: &crate::Manifest,
-) -> Result<Option<Vec<(Platform, String)>>> {
+/// The most entries a list may have for imgpipe to read it: far more platforms than exist.
+pub const MAX_ENTRIES: usize = 64;
+
+/// The platforms a list or index names, from its own descriptors, normalised and sorted, with
+/// no request made; attestation manifests (`unknown/unknown`) left out. `None` for a
+/// single-platform manifest; an error for a list that is not JSON, holds more than
+/// [`MAX_ENTRIES`] entries, or names a platform imgpipe would not accept on its command line.
+pub fn index_platforms(manifest: &crate::Manifest, what: &str) -> Result<Option<Vec<Platform>>> {
     if !is_index(&manifest.media_type) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(&manifest.body).map_err(|e| {
-        Error::data(format!(
-            "registry {} served a list for {repository} that is not JSON ({e})",
-            registry.host()
-        ))
-    })?;
-    let mut configs = Vec::new();
-    for entry in value
+    let bad = |why: String| Error::data(format!("the list at {what} {why}"));
+    let value: Value =
+        serde_json::from_slice(&manifest.body).map_err(|e| bad(format!("is not JSON ({e})")))?;
+    let entries = value
         .get("manifests")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(digest) = entry.get("digest").and_then(Value::as_str) else {
-            continue;
-        };
-        let Some(platform) = entry.get("platform").and_then(Platform::from_object) else {
-            continue;
-        };
-        if platform.os == "unknown" {
-            // An attestation manifest: no image of its own.
+        .ok_or_else(|| bad("has no manifests".to_owned()))?;
+    if entries.len() > MAX_ENTRIES {
+        return Err(bad(format!(
+            "has {} entries, more than the {MAX_ENTRIES} imgpipe reads",
+            entries.len()
+        )));
+    }
+    let mut platforms = Vec::new();
+    for entry in entries {
+        let platform = entry
+            .get("platform")
+            .and_then(Platform::from_object)
+            .ok_or_else(|| bad("has an entry without a valid platform".to_owned()))?;
+        if platform.os == "unknown" && platform.architecture == "unknown" {
             continue;
         }
-        let config = registry
-            .manifest(repository, digest)
-            .await?
-            .and_then(|m| m.config_digest())
-            .unwrap_or_default();
-        configs.push((platform.normalized(), config));
+        platforms.push(platform.normalized());
     }
-    configs.sort();
-    Ok(Some(configs))
+    platforms.sort();
+    Ok(Some(platforms))
 }
 
 /// Pushes the list under every tag not already at its digest, then checks through the
-/// registry's API that every tag resolves to it. Returns the tags pushed and those present.
+/// registry's API that every tag resolves to it. A tag at another digest where `immutable`
+/// says tags may not move is a conflict (exit 4), never written. Returns the tags pushed and
+/// those present.
 pub async fn push_index(
     registry: &Registry,
     repository: &str,
     tags: &[String],
     media_type: &str,
     body: &[u8],
+    immutable: &dyn Fn(&str) -> bool,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let digest = sha256_digest(body);
     let host = registry.host();
@@ -227,6 +230,13 @@ pub async fn push_index(
         if found.as_deref() == Some(digest.as_str()) {
             present.push(tag.clone());
             continue;
+        }
+        if let Some(other) = found.filter(|_| immutable(tag)) {
+            return Err(Error::new(
+                exit::CONFLICT,
+                format!("immutable tag {host}/{repository}:{tag} already names {other}, not the list {digest}"),
+            )
+            .with_hint("push under a new tag, or remove the old image from the registry first"));
         }
         let stored = registry
             .put_manifest(repository, tag, media_type, body)
@@ -289,6 +299,18 @@ mod tests {
             json!({"architecture":"amd64","os":"linux"})
         );
         assert_eq!(value["manifests"][1]["size"], 528);
+        let spelled = |arch: &str, digest: char| {
+            let mut c = child("linux/amd64", digest);
+            c.platform.architecture = arch.into();
+            c
+        };
+        // aarch64 sorts before amd64 by its raw words, arm64 after: they still meet.
+        let mut apart = vec![
+            spelled("aarch64", 'd'),
+            spelled("amd64", 'e'),
+            spelled("arm64", 'f'),
+        ];
+        assert_eq!(sort_children(&mut apart).unwrap_err().code(), exit::DATA);
         let mut twice = vec![child("linux/arm64", 'b'), child("linux/aarch64", 'c')];
         let err = sort_children(&mut twice).unwrap_err();
         assert_eq!(err.code(), exit::DATA);

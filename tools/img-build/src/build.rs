@@ -78,6 +78,9 @@ pub(crate) async fn build(
     };
 
     let mut record = object(&doc, "build");
+    for stale in ["skipped", "skip_reason", "content_tag", "platforms"] {
+        record.remove(stale);
+    }
     let (steps, cached, summary, sent) = if plans.len() > 1 {
         build_platforms(&once, &plans, &split, &mut doc, &mut record, started).await?
     } else {
@@ -120,11 +123,15 @@ async fn build_platforms(
     let mut children = Vec::new();
     let mut records = Vec::new();
     let (mut steps, mut cached, mut first) = (0, 0, None);
-    for plan in plans {
-        let local = match split.first() {
-            Some((repo, tag)) => Some(format!("{repo}:{}", plan.platform.child_tag(tag)?)),
-            None => None,
-        };
+    // Every local reference is made before the first build: a tag too long fails first.
+    let locals: Vec<Option<String>> = plans
+        .iter()
+        .map(|plan| match split.first() {
+            Some((repo, tag)) => Ok(Some(format!("{repo}:{}", plan.platform.child_tag(tag)?))),
+            None => Ok(None),
+        })
+        .collect::<Result<_>>()?;
+    for (plan, local) in plans.iter().zip(locals) {
         let child_started = Instant::now();
         let image = once.run(Some(plan), local.as_deref()).await?;
         steps += image.progress.steps;
@@ -166,9 +173,8 @@ async fn build_platforms(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // The document describes the set now: no one image is the image.
-    doc.remove("image_id");
-    doc.remove("platform");
+    // The document describes the set now: no one image is the image, and nothing is pushed.
+    forget_images(doc);
     doc.set("platforms", children);
     record.insert("platforms".to_owned(), json!(records));
     Ok((steps, cached, summary, sent))
@@ -211,6 +217,8 @@ async fn build_one(
             refs.join(", ")
         }
     );
+    // What an input document said of an earlier image describes it no longer.
+    forget_images(doc);
     doc.set("image_id", image.image_id.as_str());
     if let Some(plan) = plan {
         doc.set("platform", plan.platform.name());
@@ -221,6 +229,14 @@ async fn build_one(
         image.summary,
         image.sent,
     ))
+}
+
+/// Removes what a document says of images built or pushed before (a previous run's document
+/// fed back in): img-push would otherwise push or retag those instead of this build's.
+pub(crate) fn forget_images(doc: &mut Document) {
+    for field in ["image_id", "digest", "digest_uri", "platform", "platforms"] {
+        doc.remove(field);
+    }
 }
 
 fn round3(seconds: f64) -> f64 {

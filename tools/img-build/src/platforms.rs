@@ -117,6 +117,14 @@ pub(crate) fn check_emulation(dir: &Path, daemon: &Platform, platform: &Platform
     if !dir.join("status").exists() {
         return Ok(false);
     }
+    let status = shared::files::read_text(&dir.join("status"), 64, "binfmt_misc's status")
+        .unwrap_or_default();
+    if status.trim() == "disabled" {
+        return Err(refuse(format!(
+            "binfmt_misc is turned off ({}/status says disabled)",
+            dir.display()
+        )));
+    }
     let entries = std::fs::read_dir(dir)
         .map_err(|e| refuse(format!("{} cannot be read ({e})", dir.display())))?;
     let mut without_f = None;

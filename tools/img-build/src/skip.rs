@@ -121,19 +121,18 @@ async fn platforms_differ(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let found: Vec<Platform> =
-        match registry::index::index_configs(client, repository, manifest).await? {
-            Some(children) => children.into_iter().map(|(p, _)| p).collect(),
-            None if platforms.len() == 1 => {
-                let Some(config) = manifest.config_digest() else {
-                    return Ok(Some("no platform".to_owned()));
-                };
-                let blob = client.blob(repository, &config).await?.unwrap_or_default();
-                vec![Platform::from_config(&blob, repository)?]
-            }
-            None if platforms.is_empty() => return Ok(None),
-            None => return Ok(Some("one platform".to_owned())),
-        };
+    let found: Vec<Platform> = match registry::index::index_platforms(manifest, repository)? {
+        Some(listed) => listed,
+        None if platforms.len() == 1 => {
+            let Some(config) = manifest.config_digest() else {
+                return Ok(Some("no platform".to_owned()));
+            };
+            let blob = client.blob(repository, &config).await?.unwrap_or_default();
+            vec![Platform::from_config(&blob, repository)?]
+        }
+        None if platforms.is_empty() => return Ok(None),
+        None => return Ok(Some("one platform".to_owned())),
+    };
     let same =
         found.len() == platforms.len() && platforms.iter().all(|p| found.iter().any(|f| f.same(p)));
     Ok((!same).then(|| names(&found)))
@@ -153,6 +152,7 @@ pub(crate) fn skipped(
         found.name, found.tag, found.digest, summary.files
     );
     let mut build = object(&doc, "build");
+    build.remove("platforms");
     build.insert("skipped".to_owned(), json!(true));
     build.insert(
         "skip_reason".to_owned(),
@@ -163,6 +163,7 @@ pub(crate) fn skipped(
     );
     build.insert("content_tag".to_owned(), json!(found.tag));
     insert_timing_and_context(&mut build, seconds, ctx, summary);
+    crate::build::forget_images(&mut doc);
     doc.set("digest", found.digest.as_str());
     doc.set("build", Value::Object(build));
     doc

@@ -323,8 +323,16 @@ async fn join(cli: &Cli, docs: Vec<Document>) -> Result<Document> {
     let digest = sha256_digest(&body);
 
     registry.check_push_access(&repository).await?;
-    let (pushed, present) =
-        index::push_index(&registry, &repository, &tags, format.media_type(), &body).await?;
+    let (pushed, present) = index::push_index(
+        &registry,
+        &repository,
+        &tags,
+        format.media_type(),
+        &body,
+        // img-manifest knows no immutability of its own: the registry enforces its own.
+        &|_: &str| false,
+    )
+    .await?;
 
     let digest_uri = format!("{name}@{digest}");
     let platform_names: Vec<String> = children.iter().map(|c| c.platform.name()).collect();

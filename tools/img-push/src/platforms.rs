@@ -9,9 +9,9 @@
 //! child's platform read back from the configuration the registry holds.
 //!
 //! Everything is checked before the first upload: every child tag and every list tag that
-//! names another build where tags are immutable is a conflict (exit 4). A list tag names the
-//! same build when its children's configurations are this build's images, platform by
-//! platform.
+//! names another image where tags are immutable is a conflict (exit 4). A child tag names the
+//! same image when its configuration is the local image; a list tag, when it is exactly the
+//! list this build makes, whose digest is known before the push once every child is there.
 
 use std::time::{Duration, Instant};
 
@@ -76,32 +76,128 @@ pub(crate) fn local_children(doc: &Document) -> Result<Option<Vec<Local>>> {
     Ok(Some(children))
 }
 
-/// Where a list tag stands: the same build when its children's configurations are this
-/// build's images, platform by platform.
-async fn list_states(
+/// Reads a pushed child back from the registry at `digest` and checks that it is `local`: the
+/// same platform and, as its configuration, the same image.
+async fn read_back(
+    registry: &registry::Registry,
+    target: &Target,
+    local: &Local,
+    digest: &str,
+) -> Result<index::Child> {
+    let name = target.name();
+    let read = index::read_child(
+        registry,
+        &target.repository,
+        digest,
+        &format!("the {} image", local.platform),
+    )
+    .await?;
+    if !read.platform.same(&local.platform) || read.config != local.image_id {
+        return Err(Error::unavailable(format!(
+            "registry {} holds {name}@{digest} as {} image {}, not as the {} image {}",
+            target.registry,
+            read.platform,
+            shared::show::digest(&read.config),
+            local.platform,
+            shared::show::digest(&local.image_id)
+        )));
+    }
+    Ok(read)
+}
+
+/// The list of `children`, sorted: its media type and bytes.
+fn list_of(mut children: Vec<index::Child>) -> Result<(Vec<index::Child>, &'static str, Vec<u8>)> {
+    index::sort_children(&mut children)?;
+    let media_type = index::matching_type(&children);
+    let body = index::index_bytes(media_type, &children);
+    Ok((children, media_type, body))
+}
+
+/// The digest of the list this build makes, when every child's tag already names this very
+/// image (read back from the registry); `None` while a child is still to be pushed.
+async fn planned_digest(
     registry: &registry::Registry,
     target: &Target,
     locals: &[Local],
-) -> Result<Vec<TagState>> {
-    let mut ours: Vec<(Platform, String)> = locals
-        .iter()
-        .map(|l| (l.platform.normalized(), l.image_id.clone()))
-        .collect();
-    ours.sort();
-    let mut states = Vec::new();
-    for manifest in registry.manifests(&target.repository, &target.tags).await? {
-        let state = match manifest {
-            None => TagState::New,
-            Some(manifest) => {
-                match index::index_configs(registry, &target.repository, &manifest).await? {
-                    Some(theirs) if theirs == ours => TagState::Present(manifest.digest),
-                    _ => TagState::Elsewhere(manifest.digest),
-                }
-            }
+    child_states: &[Vec<TagState>],
+) -> Result<Option<String>> {
+    let mut children = Vec::new();
+    for (local, states) in locals.iter().zip(child_states) {
+        let Some(TagState::Present(digest)) = states.first() else {
+            return Ok(None);
         };
-        states.push(state);
+        children.push(read_back(registry, target, local, digest).await?);
     }
-    Ok(states)
+    let (_, _, body) = list_of(children)?;
+    Ok(Some(registry::sha256_digest(&body)))
+}
+
+/// Where each list tag stands: present only at exactly the list this build makes (its bytes'
+/// digest, as `index::push_index` compares), else at another image.
+async fn list_states(
+    registry: &registry::Registry,
+    target: &Target,
+    planned: Option<&str>,
+) -> Result<Vec<TagState>> {
+    Ok(registry
+        .manifest_digests(&target.repository, &target.tags)
+        .await?
+        .into_iter()
+        .map(|found| match found {
+            None => TagState::New,
+            Some(d) if Some(d.as_str()) == planned => TagState::Present(d),
+            Some(d) => TagState::Elsewhere(d),
+        })
+        .collect())
+}
+
+/// Each child's tag: the first tag plus the platform's suffix. One that is also a tag of the
+/// list, or another child's, is refused: one push would overwrite the other.
+fn child_targets(target: &Target, locals: &[Local]) -> Result<Vec<Target>> {
+    let mut children: Vec<Target> = Vec::new();
+    for local in locals {
+        let tag = local.platform.child_tag(&target.tags[0])?;
+        if target.tags.contains(&tag) || children.iter().any(|c| c.tags[0] == tag) {
+            return Err(Error::data(format!(
+                "the {} image would be pushed under tag {tag}, which is also a tag of the list or of another platform",
+                local.platform
+            ))
+            .with_hint("the children are tagged FIRST_TAG-ARCH: give the list other tags, or put another tag first"));
+        }
+        children.push(Target {
+            registry: target.registry.clone(),
+            repository: target.repository.clone(),
+            tags: vec![tag],
+        });
+    }
+    Ok(children)
+}
+
+/// Refuses the containerd image store before anything moves: there an image id is a manifest
+/// or index digest, not the configuration's, and the Engine stores every platform under one
+/// tag, which this push is not made for.
+async fn check_image_store(engine: &Engine) -> Result<()> {
+    let info = engine.client.info().await.map_err(|e| {
+        Error::unavailable(format!(
+            "the Docker Engine at {} did not describe itself ({})",
+            engine.host,
+            chain(&e)
+        ))
+    })?;
+    let containerd = info.driver_status.unwrap_or_default().iter().any(|pair| {
+        pair.first().map(String::as_str) == Some("driver-type")
+            && pair
+                .get(1)
+                .is_some_and(|v| v.contains("containerd.snapshotter"))
+    });
+    if containerd {
+        return Err(Error::config(format!(
+            "the Docker Engine at {} keeps images in the containerd image store, where img-push cannot push a multi-platform build image by image",
+            engine.host
+        ))
+        .with_hint("turn off the containerd image store (the daemon's \"containerd-snapshotter\" feature), or push each platform's image from its own build and join them with img-manifest"));
+    }
+    Ok(())
 }
 
 /// Pushes a multi-platform build: pre-flight for every tag, each child under its own tag, the
@@ -125,16 +221,8 @@ pub(crate) async fn push_platforms(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(cli.deadline);
     let name = target.name();
-    let child_targets: Vec<Target> = locals
-        .iter()
-        .map(|l| {
-            Ok(Target {
-                registry: target.registry.clone(),
-                repository: target.repository.clone(),
-                tags: vec![l.platform.child_tag(&target.tags[0])?],
-            })
-        })
-        .collect::<Result<_>>()?;
+    let child_targets = child_targets(&target, &locals)?;
+    check_image_store(engine).await?;
     let mut repo_digests = Vec::new();
     for local in &locals {
         repo_digests.push(check_local(engine, local).await?);
@@ -158,8 +246,13 @@ pub(crate) async fn push_platforms(
             vec![TagState::New]
         });
     }
+    let planned = if exists {
+        planned_digest(&registry, &target, &locals, &child_states).await?
+    } else {
+        None
+    };
     let list_states = if exists {
-        list_states(&registry, &target, &locals).await?
+        list_states(&registry, &target, planned.as_deref()).await?
     } else {
         vec![TagState::New; target.tags.len()]
     };
@@ -209,23 +302,7 @@ pub(crate) async fn push_platforms(
             _ => return Err(Error::internal("a child was neither pushed nor present")),
         };
         // Read back: the registry's own record of the child's platform and image.
-        let read = index::read_child(
-            &registry,
-            &target.repository,
-            &digest,
-            &format!("the {} image", local.platform),
-        )
-        .await?;
-        if !read.platform.same(&local.platform) || read.config != local.image_id {
-            return Err(Error::unavailable(format!(
-                "registry {} holds {name}@{digest} as {} image {}, not as the pushed {} image {}",
-                target.registry,
-                read.platform,
-                shared::show::digest(&read.config),
-                local.platform,
-                shared::show::digest(&local.image_id)
-            )));
-        }
+        let read = read_back(&registry, &target, local, &digest).await?;
         records.push(json!({
             "platform": local.platform.name(),
             "tag": child.tags[0],
@@ -236,19 +313,23 @@ pub(crate) async fn push_platforms(
     }
 
     // The list, under every tag.
-    let mut sorted: Vec<index::Child> = children.iter().map(|(c, _, _)| c.clone()).collect();
-    index::sort_children(&mut sorted)?;
-    let media_type = index::matching_type(&sorted);
-    let body = index::index_bytes(media_type, &sorted);
+    let (sorted, media_type, body) = list_of(children.iter().map(|(c, _, _)| c.clone()).collect())?;
+    let digest = registry::sha256_digest(&body);
+    if planned.as_ref().is_some_and(|p| *p != digest) {
+        return Err(Error::internal(format!(
+            "the list of {name} came to {digest}, not to the {} its children gave before the push",
+            planned.unwrap_or_default()
+        )));
+    }
     let (pushed_tags, present_tags) = index::push_index(
         &registry,
         &target.repository,
         &target.tags,
         media_type,
         &body,
+        &immutable,
     )
     .await?;
-    let digest = registry::sha256_digest(&body);
     info!(
         "{name}@{} lists {}",
         shared::show::digest(&digest),

@@ -135,10 +135,28 @@ pub fn index_children(manifest: &str) -> Option<Vec<PlatformImage>> {
             .iter()
             .filter_map(|m| {
                 let digest = m.get("digest")?.as_str()?.to_owned();
-                let name = m
-                    .get("platform")
-                    .and_then(Platform::from_object)
-                    .map_or_else(|| "unknown/unknown".to_owned(), |p| p.name());
+                // Every part that is missing is "unknown", so that an entry naming only
+                // some is still gated; only an attestation (unknown/unknown) is not.
+                let platform = m.get("platform");
+                let part = |name: &str| {
+                    platform
+                        .and_then(|p| p.get(name))
+                        .and_then(serde_json::Value::as_str)
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or("unknown")
+                        .to_owned()
+                };
+                let name = Platform {
+                    os: part("os"),
+                    architecture: part("architecture"),
+                    variant: platform
+                        .and_then(|p| p.get("variant"))
+                        .and_then(serde_json::Value::as_str)
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned),
+                    os_version: None,
+                }
+                .name();
                 (name != "unknown/unknown").then_some(PlatformImage {
                     digest,
                     platform: name,
