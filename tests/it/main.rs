@@ -21,6 +21,7 @@ mod img_push;
 mod img_tag;
 mod install;
 mod lifecycle_set;
+mod multicall;
 mod platforms;
 mod registry_ops;
 mod scan_gate;

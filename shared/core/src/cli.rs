@@ -47,8 +47,22 @@ pub trait Cli: clap::Parser {
 
 /// The `main` of every tool: parses the command line into `C`, runs `run`, and exits with its code.
 pub fn main<C: Cli>(tool: &'static str, run: fn(&C) -> Result<Code>) -> ExitCode {
+    main_from(tool, run, std::env::args_os().collect())
+}
+
+/// [`main`] with the command line given: `args[0]` is the name the tool was called by, as in
+/// `std::env::args_os()`. The multi-call `imgpipe` binary calls it with the tool's arguments.
+pub fn main_from<C: Cli>(
+    tool: &'static str,
+    run: fn(&C) -> Result<Code>,
+    args: Vec<std::ffi::OsString>,
+) -> ExitCode {
     let command = command::<C>();
-    let matches = match command.clone().arg(generate::arg()).try_get_matches() {
+    let matches = match command
+        .clone()
+        .arg(generate::arg())
+        .try_get_matches_from(args)
+    {
         Ok(matches) => matches,
         Err(err) => return usage_error(tool, &err),
     };

@@ -33,9 +33,8 @@ const INPUT_LIMIT: u64 = 64 << 10;
 
 /// Runs one helper action from the command line and exits as the protocol says.
 #[must_use]
-pub fn main() -> ExitCode {
-    let action = std::env::args().nth(1).unwrap_or_default();
-    let answer = if is_version(&action) {
+pub fn main(action: &str) -> ExitCode {
+    let answer = if is_version(action) {
         Ok(version())
     } else {
         let mut input = String::new();
@@ -43,7 +42,7 @@ pub fn main() -> ExitCode {
             .take(INPUT_LIMIT)
             .read_to_string(&mut input)
             .map_err(|e| Error::read_io("reading standard input", &e))
-            .and_then(|_| answer(&action, input.trim()))
+            .and_then(|_| answer(action, input.trim()))
     };
     let (text, code) = match answer {
         Ok(text) => (text, 0),

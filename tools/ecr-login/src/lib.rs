@@ -99,18 +99,28 @@ impl shared::cli::Cli for Cli {
 /// else the `ecr-login` command.
 #[must_use]
 pub fn main() -> ExitCode {
-    let called_as = std::env::args_os()
-        .next()
+    main_from(std::env::args_os().collect())
+}
+
+/// [`main`] with the command line given (`args[0]` is the name it was called by).
+#[must_use]
+pub fn main_from(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let called_as = args
+        .first()
         .and_then(|arg| {
-            std::path::Path::new(&arg)
+            std::path::Path::new(arg)
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_default();
     if called_as.starts_with("docker-credential-") {
-        return helper::main();
+        let action = args
+            .get(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return helper::main(&action);
     }
-    shared::cli::main::<Cli>("ecr-login", run)
+    shared::cli::main_from::<Cli>("ecr-login", run, args)
 }
 
 /// Runs `ecr-login`.
