@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the imgpipe release: binaries of every tool that run on every CodeBuild Linux image,
-# Amazon Linux 2 (glibc 2.26) included, packed with their man pages and shell completions.
+# Builds the imgpipe release: one multi-call binary, imgpipe, that runs on every CodeBuild Linux
+# image, Amazon Linux 2 (glibc 2.26) included, a link to it for every tool, and each tool's man
+# page and shell completions.
 #
 #   target/dist/imgpipe-<version>-x86_64-linux.tar.gz
-#       imgpipe-<version>-x86_64-linux/bin/<tool>...             the binaries (stripped)
-#       imgpipe-<version>-x86_64-linux/bin/docker-credential-ecr-login -> ecr-login
+#       imgpipe-<version>-x86_64-linux/bin/imgpipe                 the binary (stripped)
+#       imgpipe-<version>-x86_64-linux/bin/<tool> -> imgpipe        a link per `imgpipe --list`
+#                                                                  name (docker-credential-ecr-login too)
 #       imgpipe-<version>-x86_64-linux/share/man/man1/<tool>.1
 #       imgpipe-<version>-x86_64-linux/share/bash-completion/completions/<tool>
 #       imgpipe-<version>-x86_64-linux/share/zsh/site-functions/_<tool>
@@ -17,7 +19,7 @@
 # glibc 2.17 baseline with cargo-zigbuild (`--target x86_64-unknown-linux-gnu.2.17`); both are
 # installed here, under target/release-tools, nothing global: zig from PyPI (`ziglang`) in a
 # virtual environment, cargo-zigbuild with `cargo install --root`. Then every binary's dynamic
-# symbols are read (objdump -T) and the release fails if any needs a glibc newer than 2.17.
+# symbols are read (objdump -T) and the release fails if it needs a glibc newer than 2.17.
 # Man pages and completions come from the binaries themselves (`<tool> --generate man|bash|...`,
 # the same clap command as --help). Cold, this takes about 10 minutes on 2 cores; builds go to
 # target/zigbuild, apart from target/debug and target/release.
@@ -37,11 +39,11 @@
 #   --arch     the CPU to build for (default x86_64; see above for aarch64)
 #   --out      where the archive, install.sh and SHA256SUMS go (default target/dist)
 #   --version  the version in the archive's name (default: the workspace's version)
-#   --from     package binaries already built in DIR instead of building (e.g. target/debug,
-#              for tests); the glibc limit is then reported, not enforced
-#   --only     package only these tools (a small archive for tests; default: every binary)
+#   --from     package the imgpipe binary already built in DIR instead of building (e.g.
+#              target/debug, for tests); the glibc limit is then reported, not enforced
+#   --only     link only these tools (a small archive for tests; default: every tool)
 # Progress goes to stderr as "release: ..."; stdout gets the archive's path, last.
-# Exit status: 0 done; 1 a binary needs a glibc newer than the baseline; 2 usage; other: a
+# Exit status: 0 done; 1 the binary needs a glibc newer than the baseline; 2 usage; other: a
 # failed step (its own message above).
 set -euo pipefail
 # The rest is one brace group, which bash reads whole before running it: editing this file during
@@ -106,20 +108,9 @@ if [ -z "$version" ]; then
     | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="imgpipe"))')" \
     || die "cannot read the workspace version from cargo metadata: pass --version" 78
 fi
-# Every binary target in the workspace, one name a line.
-bins="$("$cargo" metadata --no-deps --format-version 1 --offline \
-  | python3 -c 'import json,sys
-for p in json.load(sys.stdin)["packages"]:
-    for t in p["targets"]:
-        if "bin" in t["kind"]:
-            print(t["name"])' | sort)" || die "cannot list the workspace's binaries (cargo metadata failed)"
-[ -n "$bins" ] || die "the workspace has no binaries"
-if [ -n "$only" ]; then
-  for bin in ${only//,/ }; do
-    grep -qx "$bin" <<<"$bins" || usage "--only: the workspace has no binary '$bin'"
-  done
-  bins="$(tr ',' '\n' <<<"$only" | sort -u)"
-fi
+# The one binary shipped; the tools are links to it, named as `imgpipe --list` says once it is
+# built (below).
+bin=imgpipe
 
 # --- Build ------------------------------------------------------------------------------------
 if [ -z "$from" ]; then
@@ -142,10 +133,10 @@ if [ -z "$from" ]; then
   fi
   # cargo-zigbuild runs `python3 -m ziglang` when no `zig` is on PATH: the venv's python3 first.
   export PATH="$venv/bin:$TOOLS/cargo/bin:$PATH"
-  say "building $(echo "$bins" | wc -l) binaries for $triple against glibc $GLIBC_BASELINE (zig $ZIGLANG_VERSION)"
+  say "building $bin for $triple against glibc $GLIBC_BASELINE (zig $ZIGLANG_VERSION)"
   start=$(date +%s)
-  "$cargo" zigbuild --release --locked --target "$triple.$GLIBC_BASELINE" --workspace --bins \
-    --target-dir "$ROOT/target/zigbuild" >&2 || die "the release build failed (see cargo's output above)"
+  "$cargo" zigbuild --release --locked --target "$triple.$GLIBC_BASELINE" -p imgpipe-multicall \
+    --bin "$bin" --target-dir "$ROOT/target/zigbuild" >&2 || die "the release build failed (see cargo's output above)"
   say "built in $(($(date +%s) - start))s"
   bindir="$ROOT/target/zigbuild/$triple/release"
 else
@@ -166,24 +157,33 @@ newer_than() { # newer_than A B: is version A > B?
   [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -1)" = "$1" ]
 }
 
-max_glibc=none
-too_new=()
-for bin in $bins; do
-  [ -x "$bindir/$bin" ] || die "no binary $bindir/$bin (did the build succeed?)" 66
-  needed="$(glibc_needed "$bindir/$bin")" || die "cannot read the symbols of $bindir/$bin" 70
-  libs="$(readelf -d "$bindir/$bin" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')"
-  say "$bin needs glibc $needed; links ${libs:-nothing dynamically}"
-  if [ "$needed" != none ]; then
-    if [ "$max_glibc" = none ] || newer_than "$needed" "$max_glibc"; then max_glibc="$needed"; fi
-    if newer_than "$needed" "$GLIBC_BASELINE"; then too_new+=("$bin ($needed)"); fi
-  fi
-done
-say "highest glibc symbol version needed: $max_glibc (baseline $GLIBC_BASELINE)"
-if [ ${#too_new[@]} -gt 0 ]; then
+[ -x "$bindir/$bin" ] || die "no binary $bindir/$bin (did the build succeed?)" 66
+needed="$(glibc_needed "$bindir/$bin")" || die "cannot read the symbols of $bindir/$bin" 70
+libs="$(readelf -d "$bindir/$bin" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p' | tr '\n' ' ')"
+say "$bin needs glibc $needed (baseline $GLIBC_BASELINE); links ${libs:-nothing dynamically}"
+if [ "$needed" != none ] && newer_than "$needed" "$GLIBC_BASELINE"; then
   if [ -z "$from" ]; then
-    die "binaries need a glibc newer than $GLIBC_BASELINE and would not run on Amazon Linux 2: ${too_new[*]}" 1
+    die "$bin needs glibc $needed, newer than $GLIBC_BASELINE: it would not run on Amazon Linux 2" 1
   fi
-  say "note: ${too_new[*]} need a glibc newer than $GLIBC_BASELINE (--from: not a release build)"
+  say "note: $bin needs glibc $needed, newer than $GLIBC_BASELINE (--from: not a release build)"
+fi
+
+# The tools' names, from an imgpipe that runs here: the one packed when it is for this CPU,
+# else this machine's own build (the list is the same on every CPU).
+host="$bindir/$bin"
+if [ "$arch" != "$(uname -m)" ]; then
+  "$cargo" build --quiet -p imgpipe-multicall --bin "$bin" >&2 || die "building the host imgpipe for the tool list failed"
+  host="$ROOT/target/debug/$bin"
+fi
+names="$("$host" --list)" || die "$host --list failed" 70
+[ -n "$names" ] || die "$host --list names no tools" 70
+if [ -n "$only" ]; then
+  for wanted in ${only//,/ }; do
+    grep -qx "$wanted" <<<"$names" || usage "--only: imgpipe has no tool '$wanted'"
+  done
+  # The credential helper comes with ecr-login, as it always has.
+  names="$(tr ',' '\n' <<<"$only" | sort -u)"
+  if grep -qx ecr-login <<<"$names"; then names="$names"$'\n'docker-credential-ecr-login; fi
 fi
 
 # --- Archive -----------------------------------------------------------------------------------
@@ -193,26 +193,25 @@ rm -rf "$stage"
 top="$stage/$name"
 mkdir -p "$top/bin" "$top/share/man/man1" "$top/share/bash-completion/completions" \
   "$top/share/zsh/site-functions" "$top/share/fish/vendor_completions.d"
-for bin in $bins; do
-  cp "$bindir/$bin" "$top/bin/$bin"
-  chmod 0755 "$top/bin/$bin"
+cp "$bindir/$bin" "$top/bin/$bin"
+chmod 0755 "$top/bin/$bin"
+for tool in $names; do
+  ln -s "$bin" "$top/bin/$tool"
 done
-[ -e "$top/bin/ecr-login" ] && ln -s ecr-login "$top/bin/docker-credential-ecr-login"
-# The man pages and completions come from the binaries, which run here only when built for this
-# machine's CPU; the x86_64 ones generate them for any architecture (they are the same text).
-gen="$top/bin"
-if [ "$arch" != "$(uname -m)" ]; then
-  gen="$ROOT/target/debug"
-  "$cargo" build --workspace --bins --quiet >&2 || die "building the host binaries for the man pages failed"
-fi
-for bin in $bins; do
-  if ! { "$gen/$bin" --generate man >"$top/share/man/man1/$bin.1" &&
-    "$gen/$bin" --generate bash >"$top/share/bash-completion/completions/$bin" &&
-    "$gen/$bin" --generate zsh >"$top/share/zsh/site-functions/_$bin" &&
-    "$gen/$bin" --generate fish >"$top/share/fish/vendor_completions.d/$bin.fish"; }; then
-    die "$bin --generate failed: cannot make its man page and completions" 70
+# The man pages and completions come from the tools themselves, through links to an imgpipe
+# that runs here (the same text for every CPU). The credential helper has none of its own.
+gen="$(mktemp -d)"
+for tool in $names; do ln -s "$host" "$gen/$tool"; done
+for tool in $names; do
+  [ "$tool" = docker-credential-ecr-login ] && continue
+  if ! { "$gen/$tool" --generate man >"$top/share/man/man1/$tool.1" &&
+    "$gen/$tool" --generate bash >"$top/share/bash-completion/completions/$tool" &&
+    "$gen/$tool" --generate zsh >"$top/share/zsh/site-functions/_$tool" &&
+    "$gen/$tool" --generate fish >"$top/share/fish/vendor_completions.d/$tool.fish"; }; then
+    die "$tool --generate failed: cannot make its man page and completions" 70
   fi
 done
+rm -rf "$gen"
 
 archive="$out/$name.tar.gz"
 # Reproducible: sorted, no owners, the last commit's time, gzip without a timestamp.
@@ -227,15 +226,10 @@ chmod 0755 "$out/install.sh"
   || die "cannot write $out/SHA256SUMS" 74
 
 # --- Sizes -------------------------------------------------------------------------------------
-total=0
-for bin in $bins; do
-  size=$(stat -c %s "$bindir/$bin")
-  total=$((total + size))
-  say "$(printf '%-16s %10d bytes (%s)' "$bin" "$size" "$(numfmt --to=iec-i --suffix=B "$size")")"
-done
+size=$(stat -c %s "$bindir/$bin")
 asize=$(stat -c %s "$archive")
-say "$(printf '%-16s %10d bytes (%s)' "all binaries" "$total" "$(numfmt --to=iec-i --suffix=B "$total")")"
-say "$(printf '%-16s %10d bytes (%s)' "archive" "$asize" "$(numfmt --to=iec-i --suffix=B "$asize")")  $archive"
+say "$(printf '%-10s %10d bytes (%s), and %d links to it' "$bin" "$size" "$(numfmt --to=iec-i --suffix=B "$size")" "$(wc -w <<<"$names")")"
+say "$(printf '%-10s %10d bytes (%s)' "archive" "$asize" "$(numfmt --to=iec-i --suffix=B "$asize")")  $archive"
 say "checksums: $out/SHA256SUMS"
 echo "$archive"
 exit 0

@@ -29,9 +29,10 @@ archive=$(ls -t "$target"/dist/imgpipe-*-x86_64-linux.tar.gz 2>/dev/null | head 
 declare -A portable
 if [ -n "$archive" ]; then
   tar -xzf "$archive" -C "$work"
-  for tool in "${tools[@]}"; do
+  # A tool is its own binary in older archives, a link to imgpipe in newer ones (not counted).
+  for tool in "${tools[@]}" imgpipe; do
     f=$(ls "$work"/imgpipe-*/bin/"$tool" 2>/dev/null || true)
-    [ -n "$f" ] && portable[$tool]=$(size "$f")
+    [ -n "$f" ] && [ ! -L "$f" ] && portable[$tool]=$(size "$f")
   done
 fi
 
@@ -50,6 +51,16 @@ for tool in "${tools[@]}"; do
 done
 printf '%-14s %10s %10s %10s %12s\n' total "$(mb $tot_r)" "$(mb $tot_s)" "$(mb $tot_g)" \
   "$([ -n "$archive" ] && mb $tot_p)"
+# The multi-call binary: every tool in one (issue 21).
+bin="$target/release/imgpipe"
+if [ -x "$bin" ]; then
+  cp "$bin" "$work/imgpipe"
+  strip --strip-all "$work/imgpipe"
+  gzip -9 -c "$work/imgpipe" >"$work/imgpipe.gz"
+  p=${portable[imgpipe]:-}
+  printf '%-14s %10s %10s %10s %12s\n' "imgpipe (all)" "$(mb "$(size "$bin")")" \
+    "$(mb "$(size "$work/imgpipe")")" "$(mb "$(size "$work/imgpipe.gz")")" "${p:+$(mb "$p")}"
+fi
 echo "(release: target/release as cargo builds it, profile strip = \"symbols\", built $(date -u -r "$target/release/img-build" '+%F %H:%M UTC');"
 echo " portable: the binaries in the release archive, cargo-zigbuild against glibc 2.17, stripped)"
 

@@ -12,8 +12,8 @@ use crate::harness::{Outcome, bin_dir, program, root, tool};
 const VERSION: &str = "0.0.0-test";
 const ARCHIVE: &str = "imgpipe-0.0.0-test-x86_64-linux.tar.gz";
 
-/// A release archive of two tools (ecr-login, for its credential-helper link, and img-tag) made
-/// once by scripts/release.sh from the debug binaries, with its SHA256SUMS.
+/// A release archive of the debug imgpipe with two tools linked (ecr-login, with its
+/// credential-helper link, and img-tag), made once by scripts/release.sh, with its SHA256SUMS.
 fn dist() -> &'static Path {
     static DIST: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIST.get_or_init(|| {
@@ -97,21 +97,26 @@ fn installs_from_a_verified_archive_and_the_tools_run_and_a_second_run_changes_n
     assert_eq!(out.stdout, "", "install.sh writes nothing on stdout{out:?}");
     assert!(out.stderr.contains("verified"), "{out:?}");
 
+    // One binary, imgpipe, as built; every tool a link to it, never a copy.
+    assert_eq!(
+        std::fs::read(prefix.join("imgpipe")).unwrap(),
+        std::fs::read(bin_dir().join("imgpipe")).unwrap(),
+        "imgpipe installed is not imgpipe built"
+    );
     for name in ["ecr-login", "img-tag"] {
         let installed = prefix.join(name);
+        assert_eq!(
+            std::fs::read_link(&installed).unwrap(),
+            PathBuf::from("imgpipe")
+        );
         let out = program(&installed).args(["--version"]).run();
         out.success();
         assert!(out.stdout.starts_with(name), "{out:?}");
-        assert_eq!(
-            std::fs::read(&installed).unwrap(),
-            std::fs::read(bin_dir().join(name)).unwrap(),
-            "{name} installed is not {name} built"
-        );
     }
     let helper = prefix.join("docker-credential-ecr-login");
     assert_eq!(
         std::fs::read_link(&helper).unwrap(),
-        PathBuf::from("ecr-login")
+        PathBuf::from("imgpipe")
     );
     let out = program(&helper).args(["version"]).run();
     out.success();
