@@ -74,7 +74,9 @@ pub fn service(name: &str) -> String {
         .clone()
 }
 
-/// The directory holding the workspace's binaries, built once per test run.
+/// The directory the tools are run from, laid out as a release installs them: the `imgpipe`
+/// binary and a link to it for every name `imgpipe --list` gives, never copies. Built once per
+/// test run, in target/<profile>/imgpipe-links.
 pub fn bin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -85,12 +87,33 @@ pub fn bin_dir() -> &'static Path {
             .status()
             .expect("running cargo build");
         assert!(status.success(), "building the tools failed");
-        // This test binary lives in target/<profile>/deps; the tools in target/<profile>.
+        // This test binary lives in target/<profile>/deps; the binaries in target/<profile>.
         let exe = std::env::current_exe().expect("test binary path");
-        exe.parent()
+        let profile = exe
+            .parent()
             .and_then(Path::parent)
             .expect("target/<profile> directory")
-            .to_owned()
+            .to_owned();
+        let imgpipe = profile.join("imgpipe");
+        let listed = Command::new(&imgpipe)
+            .arg("--list")
+            .output()
+            .expect("running imgpipe --list");
+        assert!(listed.status.success(), "imgpipe --list: {listed:?}");
+        // Made afresh beside the old, then renamed over it.
+        let links = profile.join("imgpipe-links");
+        let fresh = profile.join(format!("imgpipe-links.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&fresh);
+        std::fs::create_dir_all(&fresh).unwrap();
+        std::os::unix::fs::symlink(&imgpipe, fresh.join("imgpipe")).unwrap();
+        for name in String::from_utf8(listed.stdout).unwrap().lines() {
+            std::os::unix::fs::symlink(&imgpipe, fresh.join(name)).unwrap();
+        }
+        let old = profile.join(format!("imgpipe-links.old.{}", std::process::id()));
+        let _ = std::fs::rename(&links, &old);
+        std::fs::rename(&fresh, &links).expect("putting the links in place");
+        let _ = std::fs::remove_dir_all(&old);
+        links
     })
 }
 
