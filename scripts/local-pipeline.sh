@@ -42,9 +42,18 @@ if [ "$target" = local ]; then
   export DOCKER_CONFIG="$IMGPIPE_STATE_DIR/pipeline-docker-config"
 fi
 
-say "building the tools (cargo build --release)"
-cargo build --release --workspace --bins --locked
-export PATH="${CARGO_TARGET_DIR:-$root/target}/release:$PATH"
+# What ships: the one imgpipe binary, each tool a link to it (as scripts/release.sh packs it).
+say "building imgpipe (cargo build --release -p imgpipe-multicall)"
+cargo build --release -p imgpipe-multicall --bin imgpipe --locked
+release="${CARGO_TARGET_DIR:-$root/target}/release"
+links="$release/imgpipe-links"
+rm -rf "$links.new"
+mkdir -p "$links.new"
+ln -s ../imgpipe "$links.new/imgpipe"
+for tool in $("$release/imgpipe" --list); do ln -s ../imgpipe "$links.new/$tool"; done
+rm -rf "$links"
+mv "$links.new" "$links"
+export PATH="$links:$PATH"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
