@@ -1,12 +1,13 @@
 # Sourced by the benchmarks in this folder, from the repository root.
 #
 # bench_tools TOOL...: starts the local services (scripts/services.sh; their variables are
-# exported), builds the TOOLs unless BENCH_BUILD=0, and sets
+# exported), builds what ships, the imgpipe binary, unless BENCH_BUILD=0, and sets
 #   profile  BENCH_PROFILE: release (the default), or dev for a debug build
-#   bin      the folder holding the binaries (in cargo's target directory, wherever it is set)
-# It stops the benchmark when the services do not start or a TOOL's binary is missing.
+#   bin      a folder with a link to imgpipe per tool, as a release installs them (in cargo's
+#            target directory, wherever it is set: <profile dir>/imgpipe-links)
+# It stops the benchmark when the services do not start or a TOOL is missing.
 bench_tools() {
-  local services dir target tool packages=()
+  local services dir target tool
   services="$(scripts/services.sh up)" || { echo "bench: the local services did not start" >&2; exit 1; }
   eval "$services"
   profile="${BENCH_PROFILE:-release}"
@@ -14,14 +15,20 @@ bench_tools() {
   [ "$profile" = dev ] && dir=debug
   target="$(cargo metadata --format-version 1 --no-deps \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-  bin="$target/$dir"
-  for tool in "$@"; do packages+=(-p "$tool"); done
   if [ "${BENCH_BUILD:-1}" != 0 ]; then
-    echo "bench: building ${*} ($profile)" >&2
-    cargo build --quiet --profile "$profile" "${packages[@]}" >&2
+    echo "bench: building imgpipe ($profile)" >&2
+    cargo build --quiet --profile "$profile" -p imgpipe-multicall --bin imgpipe >&2
   fi
+  [ -x "$target/$dir/imgpipe" ] \
+    || { echo "bench: $target/$dir/imgpipe is missing (cargo build --profile $profile -p imgpipe-multicall)" >&2; exit 1; }
+  bin="$target/$dir/imgpipe-links"
+  rm -rf "$bin.new"
+  mkdir -p "$bin.new"
+  for tool in imgpipe $("$target/$dir/imgpipe" --list); do ln -sf ../imgpipe "$bin.new/$tool"; done
+  rm -rf "$bin"
+  mv "$bin.new" "$bin"
   for tool in "$@"; do
-    [ -x "$bin/$tool" ] || { echo "bench: $bin/$tool is missing (cargo build --profile $profile -p $tool)" >&2; exit 1; }
+    [ -x "$bin/$tool" ] || { echo "bench: imgpipe has no tool $tool" >&2; exit 1; }
   done
 }
 
