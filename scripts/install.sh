@@ -2,11 +2,13 @@
 # Installs the imgpipe tools from a release archive (made by scripts/release.sh) after checking
 # its SHA-256, so a buildspec's install phase is one line:
 #
-#   curl -fsSL https://HOST/imgpipe/0.1.0/install.sh | bash -s -- https://HOST/imgpipe/0.1.0/imgpipe-0.1.0-x86_64-linux.tar.gz
+#   curl -fsSL https://HOST/imgpipe/0.1.0/install.sh | bash -s -- https://HOST/imgpipe/0.1.0/
 #
-# Usage: install.sh [--prefix DIR] [--sha256 HEX | --sums URL|PATH] [--share DIR] ARCHIVE
+# Usage: install.sh [--prefix DIR] [--sha256 HEX | --sums URL|PATH] [--share DIR] ARCHIVE|BASE/
 #   ARCHIVE    the release archive: an http(s):// URL (downloaded with curl), a file:// URL or a
 #              local path (copied)
+#   BASE/      the release's folder (a URL or path ending in /): the archive for this machine
+#              (`uname -m`: x86_64 or aarch64) is the one its SHA256SUMS lists for it
 #   --prefix   where the binaries go (default /usr/local/bin); also gets the
 #              docker-credential-ecr-login link to ecr-login
 #   --sha256   the archive's expected SHA-256 (64 hex digits). Pinning it in the buildspec also
@@ -32,7 +34,7 @@ die() {
   echo "imgpipe-install: $1" >&2
   exit "$2"
 }
-synopsis="usage: install.sh [--prefix DIR] [--sha256 HEX | --sums URL|PATH] [--share DIR] ARCHIVE"
+synopsis="usage: install.sh [--prefix DIR] [--sha256 HEX | --sums URL|PATH] [--share DIR] ARCHIVE|BASE/"
 usage() { die "$1 ($synopsis)" 2; }
 
 prefix=/usr/local/bin
@@ -62,11 +64,6 @@ if [ -n "$sha256" ]; then
   [ -z "$sums" ] || usage "give --sha256 or --sums, not both"
 fi
 
-# The file name, without a URL's query string (a presigned S3 URL) or fragment.
-name="${archive%%[?#]*}"
-name="${name##*/}"
-[[ "$name" == *.tar.gz ]] || usage "the archive must be a .tar.gz release archive, got '$name'"
-
 work="$(mktemp -d "${TMPDIR:-/tmp}/imgpipe-install.XXXXXX")" || die "cannot create a temporary directory" 74
 trap 'rm -rf "$work"' EXIT
 
@@ -89,6 +86,31 @@ fetch() { # fetch SOURCE DEST WHAT
   esac
 }
 
+# A release's folder: its SHA256SUMS names the archive for this machine, and vouches for it.
+if [[ "${archive%%[?#]*}" == */ ]]; then
+  machine="$(uname -m)"
+  case "$machine" in
+    x86_64 | aarch64) ;;
+    *) die "imgpipe is released for x86_64 and aarch64 Linux, and this machine is $machine (nothing was installed)" 78 ;;
+  esac
+  [ -z "$sha256" ] || usage "--sha256 pins one archive: name the archive, not the release's folder"
+  [ -n "$sums" ] || sums="${archive}SHA256SUMS"
+  fetch "$sums" "$work/SHA256SUMS" "the checksum file"
+  # Only names of the release's own form count: nothing with a path, nothing of another CPU.
+  picked="$(awk -v m="$machine" '{ n = $2; sub(/^\*/, "", n) }
+    n ~ ("^imgpipe-[0-9A-Za-z.+~_-]+-" m "-linux\\.tar\\.gz$") { print n }' "$work/SHA256SUMS")"
+  [ -n "$picked" ] \
+    || die "$sums lists no imgpipe archive for $machine: build one with scripts/release.sh --arch $machine (nothing was installed)" 78
+  [ "$(wc -l <<<"$picked")" = 1 ] \
+    || die "$sums lists more than one archive for $machine ($(tr '\n' ' ' <<<"$picked")): name the one to install (nothing was installed)" 65
+  archive="$archive$picked"
+fi
+
+# The file name, without a URL's query string (a presigned S3 URL) or fragment.
+name="${archive%%[?#]*}"
+name="${name##*/}"
+[[ "$name" == *.tar.gz ]] || usage "the archive must be a .tar.gz release archive, got '$name'"
+
 fetch "$archive" "$work/$name" "the release archive"
 actual="$(sha256sum "$work/$name" | cut -d' ' -f1)"
 if [ -z "$sha256" ]; then
@@ -96,7 +118,7 @@ if [ -z "$sha256" ]; then
     base="${archive%%[?#]*}"
     if [[ "$base" == */* ]]; then sums="${base%/*}/SHA256SUMS"; else sums="SHA256SUMS"; fi
   fi
-  fetch "$sums" "$work/SHA256SUMS" "the checksum file"
+  [ -f "$work/SHA256SUMS" ] || fetch "$sums" "$work/SHA256SUMS" "the checksum file"
   # sha256sum lines are "HEX  NAME" (or "HEX *NAME" in binary mode).
   sha256="$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1; exit }' "$work/SHA256SUMS")"
   [ -n "$sha256" ] || die "$sums has no checksum for $name: refusing to install an unverified archive (nothing was installed)" 65

@@ -271,3 +271,46 @@ fn generate_is_hidden_from_help_and_checks_its_value() {
     assert!(out.stderr.contains("man"), "{out:?}");
     assert_eq!(out.stdout, "");
 }
+
+#[test]
+fn a_release_folder_gives_the_archive_for_this_machine_and_nothing_else() {
+    // The folder's own SHA256SUMS picks the archive for `uname -m` (x86_64 here).
+    let target = tempfile::tempdir().unwrap();
+    let prefix = target.path().join("bin");
+    let folder = format!("file://{}/", dist().display());
+    let out = install(&["--prefix", path(&prefix), &folder]);
+    out.success();
+    assert!(
+        out.stderr.contains(&format!("verified {ARCHIVE}")),
+        "{out:?}"
+    );
+    program(&prefix.join("img-tag"))
+        .args(["--version"])
+        .run()
+        .success();
+
+    // A folder whose SHA256SUMS names no archive of the release's form for this machine (one
+    // with a path in it, one for another CPU) installs nothing.
+    let hostile = tempfile::tempdir().unwrap();
+    std::fs::copy(dist().join(ARCHIVE), hostile.path().join(ARCHIVE)).unwrap();
+    let sum = std::fs::read_to_string(dist().join("SHA256SUMS")).unwrap();
+    let hex = sum.split_whitespace().next().unwrap();
+    std::fs::write(
+        hostile.path().join("SHA256SUMS"),
+        format!(
+            "{hex}  ../{ARCHIVE}\n{hex}  imgpipe-0.0.0-test-aarch64-linux.tar.gz\n{hex}  x/{ARCHIVE}\n"
+        ),
+    )
+    .unwrap();
+    let elsewhere = target.path().join("elsewhere");
+    let folder = format!("{}/", hostile.path().display());
+    install(&["--prefix", path(&elsewhere), &folder]).fails(
+        78,
+        &[
+            "lists no imgpipe archive for x86_64",
+            "nothing was installed",
+        ],
+    );
+    assert!(!elsewhere.exists(), "the prefix was created");
+    install(&["--sha256", hex, &folder]).fails(2, &["--sha256 pins one archive"]);
+}
