@@ -284,6 +284,40 @@ mod tests {
         }
     }
 
+    fn list(entries: &[Value]) -> crate::Manifest {
+        crate::Manifest {
+            digest: String::new(),
+            media_type: DOCKER_LIST.into(),
+            body: serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": entries})).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_registrys_list_is_read_within_bounds_and_its_words_checked() {
+        let entry = |arch: &str| json!({"digest": "sha256:aa", "platform": {"os": "linux", "architecture": arch}});
+        let attestation = json!({"digest": "sha256:bb", "platform": {"os": "unknown", "architecture": "unknown"}});
+        let read =
+            index_platforms(&list(&[entry("arm64"), attestation, entry("x86_64")]), "r").unwrap();
+        let names: Vec<String> = read.unwrap().iter().map(Platform::name).collect();
+        assert_eq!(names, ["linux/amd64", "linux/arm64"]);
+        // More entries than any real list, and words that would reach logs: refused.
+        let many: Vec<Value> = (0..=MAX_ENTRIES).map(|_| entry("amd64")).collect();
+        let err = index_platforms(&list(&many), "r").unwrap_err();
+        assert!(
+            err.message().contains("more than the 64"),
+            "{}",
+            err.message()
+        );
+        let hostile = index_platforms(&list(&[entry("arm64\u{1b}[2J")]), "r").unwrap_err();
+        assert_eq!(hostile.code(), exit::DATA);
+        let single = crate::Manifest {
+            digest: String::new(),
+            media_type: DOCKER_MANIFEST.into(),
+            body: b"{}".to_vec(),
+        };
+        assert!(index_platforms(&single, "r").unwrap().is_none());
+    }
+
     #[test]
     fn lists_are_sorted_deterministic_and_refuse_one_platform_twice() {
         let mut a = vec![child("linux/arm64", 'b'), child("linux/amd64", 'a')];
