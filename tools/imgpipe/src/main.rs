@@ -13,31 +13,26 @@ use std::process::ExitCode;
 /// A tool's entry point: its command line, `args[0]` being the name it was called by.
 type Main = fn(Vec<OsString>) -> ExitCode;
 
+/// A tool's entry: its name, and its library's `run` through the shared `main`.
+macro_rules! tool {
+    ($name:literal, $krate:ident) => {
+        ($name, |args| {
+            shared::cli::main_from($name, $krate::run, args)
+        })
+    };
+}
+
 /// Every tool, by the name it is called by. The one list of them: `--list` prints it.
 const TOOLS: &[(&str, Main)] = &[
     ("ecr-login", ecr_login::main_from),
     ("docker-credential-ecr-login", ecr_login::main_from),
-    ("ecr-repo", |args| {
-        shared::cli::main_from("ecr-repo", ecr_repo::run, args)
-    }),
-    ("img-tag", |args| {
-        shared::cli::main_from("img-tag", img_tag::run, args)
-    }),
-    ("img-build", |args| {
-        shared::cli::main_from("img-build", img_build::run, args)
-    }),
-    ("img-push", |args| {
-        shared::cli::main_from("img-push", img_push::run, args)
-    }),
-    ("scan-gate", |args| {
-        shared::cli::main_from("scan-gate", scan_gate::run, args)
-    }),
-    ("lifecycle-set", |args| {
-        shared::cli::main_from("lifecycle-set", lifecycle_set::run, args)
-    }),
-    ("img-manifest", |args| {
-        shared::cli::main_from("img-manifest", img_manifest::run, args)
-    }),
+    tool!("ecr-repo", ecr_repo),
+    tool!("img-tag", img_tag),
+    tool!("img-build", img_build),
+    tool!("img-push", img_push),
+    tool!("scan-gate", scan_gate),
+    tool!("lifecycle-set", lifecycle_set),
+    tool!("img-manifest", img_manifest),
 ];
 
 /// The tool called `name`, if there is one.
@@ -68,12 +63,11 @@ fn main() -> ExitCode {
         return main(args);
     }
     let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
+    if let Some(main) = first.as_deref().and_then(tool) {
+        // The tool's own command line: its name first, as if called by it.
+        return main(args.into_iter().skip(1).collect());
+    }
     match first.as_deref() {
-        Some(name) if tool(name).is_some() => {
-            // The tool's own command line: its name first, as if called by it.
-            let main = tool(name).unwrap_or(|_| ExitCode::FAILURE);
-            main(args.into_iter().skip(1).collect())
-        }
         Some("--list") => {
             let names: String = TOOLS.iter().flat_map(|(n, _)| [*n, "\n"]).collect();
             print(&names)
