@@ -390,20 +390,14 @@ start_dockerd() {
 # The docker client on PATH (28.x, or docker.io's 20.10), talking to our daemon only.
 dockercli() { DOCKER_HOST="unix://$DOCKER_SOCK" docker "$@"; }
 
-# Import $BASE_IMAGE (busybox-static plus a symlink per applet) unless the daemon has it.
-ensure_base_image() {
-  if dockercli image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
-    return 0
-  fi
-  say "importing $BASE_IMAGE from /bin/busybox"
-  local rootfs p
-  rootfs="$(mktemp -d "$STATE/rootfs.XXXXXX")"
-  # shellcheck disable=SC2064 # expand now: the path is fixed
-  trap "rm -rf '$rootfs'" EXIT
+# busybox_rootfs DIR BUSYBOX: a minimal root in DIR around the static BUSYBOX (of any CPU): a
+# link per applet at its canonical path (this host's busybox-static lists them: bin/sh,
+# usr/bin/env, sbin/ip, ...), root and nobody, a sticky /tmp.
+busybox_rootfs() {
+  local rootfs="$1" p
   mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/root" "$rootfs/tmp"
   chmod 1777 "$rootfs/tmp"
-  cp /bin/busybox "$rootfs/bin/busybox"
-  # --list-full gives each applet's canonical path (bin/sh, usr/bin/env, sbin/ip, ...).
+  cp "$2" "$rootfs/bin/busybox"
   while read -r p; do
     case "$p" in bin/busybox | linuxrc | '') continue ;; esac
     mkdir -p "$rootfs/$(dirname "$p")"
@@ -412,6 +406,19 @@ ensure_base_image() {
   printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
     >"$rootfs/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+}
+
+# Import $BASE_IMAGE (busybox-static plus a symlink per applet) unless the daemon has it.
+ensure_base_image() {
+  if dockercli image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    return 0
+  fi
+  say "importing $BASE_IMAGE from /bin/busybox"
+  local rootfs
+  rootfs="$(mktemp -d "$STATE/rootfs.XXXXXX")"
+  # shellcheck disable=SC2064 # expand now: the path is fixed
+  trap "rm -rf '$rootfs'" EXIT
+  busybox_rootfs "$rootfs" /bin/busybox
   tar -C "$rootfs" -c . | dockercli import -c 'CMD ["/bin/sh"]' - "$BASE_IMAGE" >/dev/null
   rm -rf "$rootfs"
   trap - EXIT
@@ -466,19 +473,9 @@ ensure_arm64_base_image() {
   fi
   deb="$(ls "$work"/busybox-static_*_arm64.deb)"
   dpkg-deb -x "$deb" "$work/pkg"
-  local rootfs="$work/rootfs" p
-  mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/root" "$rootfs/tmp"
-  chmod 1777 "$rootfs/tmp"
-  cp "$work/pkg/bin/busybox" "$rootfs/bin/busybox"
+  local rootfs="$work/rootfs"
   # The same package version as the host's busybox-static: the same applets.
-  while read -r p; do
-    case "$p" in bin/busybox | linuxrc | '') continue ;; esac
-    mkdir -p "$rootfs/$(dirname "$p")"
-    ln -sf /bin/busybox "$rootfs/$p"
-  done < <(/bin/busybox --list-full)
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' \
-    >"$rootfs/etc/passwd"
-  printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+  busybox_rootfs "$rootfs" "$work/pkg/bin/busybox"
   tar -C "$rootfs" -c . | dockercli import -c 'CMD ["/bin/sh"]' - "$ARM64_BASE_IMAGE.import" >/dev/null
   mkdir -p "$work/saved"
   dockercli save "$ARM64_BASE_IMAGE.import" | tar -x -C "$work/saved"
