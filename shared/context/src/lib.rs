@@ -51,11 +51,13 @@ use shared::files;
 
 mod cache;
 mod ignore;
+mod listing;
 mod report;
 mod stream;
 
 pub use cache::HashCache;
 pub use ignore::*;
+pub use listing::Listing;
 pub use report::{DirSize, Report};
 
 /// The `.dockerignore` file name, at the context root.

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use shared::error::{Error, Result};
 
 use crate::cache::HashCache;
+use crate::listing::Listing;
 use crate::{Context, Entry, IGNORE_FILE, Kind, Summary, changed, display_path};
 
 impl Context {
@@ -151,10 +152,40 @@ impl Context {
     }
 
     /// [`Context::hash`] with the given cache.
-    pub fn hash_with(&self, mut cache: HashCache) -> Result<Summary> {
+    pub fn hash_with(&self, cache: HashCache) -> Result<Summary> {
+        self.hash_walk(cache, None)
+    }
+
+    /// [`Context::hash`], recording in `listing` each entry file sync sends, before its bytes
+    /// are read: the transfer replays them instead of walking again. The listing ends with the
+    /// walk, failed if the walk failed.
+    pub fn hash_into(&self, listing: &Listing) -> Result<Summary> {
+        /// Ends the listing even if the walk panics, so no reader waits for ever.
+        struct Ends<'a>(&'a Listing);
+        impl Drop for Ends<'_> {
+            fn drop(&mut self) {
+                self.0.finish(Some(&Error::internal(
+                    "the walk of the build context stopped",
+                )));
+            }
+        }
+        let _ends = Ends(listing);
+        let result = self.hash_walk(HashCache::open(self.root()), Some(listing));
+        listing.finish(result.as_ref().err());
+        result
+    }
+
+    fn hash_walk(&self, mut cache: HashCache, listing: Option<&Listing>) -> Result<Summary> {
         let mut hasher = ContentHasher::new();
         let mut buf = vec![0u8; 256 * 1024];
-        self.walk(|entry| hash_entry(entry, &mut hasher, &mut cache, &mut buf))?;
+        self.walk(|entry| {
+            if let Some(listing) = listing
+                && entry.role.in_session()
+            {
+                listing.push(entry);
+            }
+            hash_entry(entry, &mut hasher, &mut cache, &mut buf)
+        })?;
         hasher.dockerfile(&self.dockerfile_contents()?);
         cache.save();
         Ok(hasher.finish())

@@ -677,3 +677,81 @@ fn the_hash_cache_gives_the_same_hash_and_never_hides_a_change() {
             .expect("hash")
     );
 }
+
+#[test]
+fn the_listing_is_what_file_sync_sends_and_can_be_read_while_the_hash_walks() {
+    let dir = fixture();
+    let ctx = Context::open(dir.path(), None, Options::default()).expect("open");
+    let listing = Listing::new();
+    // The reader starts first, so it waits for entries the walk has not reached yet.
+    let reader = {
+        let listing = listing.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            listing
+                .replay(|id, entry| {
+                    seen.push((id, entry.name.clone()));
+                    Ok(())
+                })
+                .map(|()| seen)
+        })
+    };
+    let summary = ctx.hash_into(&listing).expect("hash");
+    let seen = reader.join().expect("reader").expect("replay");
+    let want: Vec<(u32, String)> = (0..).zip(session_names(&ctx)).collect();
+    assert!(
+        want.len() > 5,
+        "the fixture sends several entries: {want:?}"
+    );
+    assert_eq!(seen, want);
+    assert_eq!(
+        summary,
+        ctx.hash().expect("hash"),
+        "the same hash as without a listing"
+    );
+    // A number stands for a file on disk, with the size the walk saw; not for a directory.
+    let number = |name: &str| -> u32 {
+        seen.iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| *id)
+            .expect(name)
+    };
+    assert_eq!(
+        listing.file(number("keep.log")),
+        Some((ctx.root().join("keep.log"), Some(4)))
+    );
+    assert_eq!(listing.file(number("src")), None);
+    assert_eq!(listing.file(u32::MAX), None);
+}
+
+#[test]
+fn a_failed_walk_ends_the_listing_with_its_error_after_what_it_recorded() {
+    let dir = fixture();
+    let ctx = Context::open(dir.path(), None, Options::default()).expect("open");
+    let listing = Listing::new();
+    let mut first = None;
+    ctx.walk(|e| {
+        if first.is_none() && e.role.in_session() {
+            first = Some(e.clone());
+        }
+        Ok(())
+    })
+    .expect("walk");
+    listing.push(&first.expect("an entry"));
+    listing.finish(Some(&Error::data("keep.log changed while it was read")));
+    // A later outcome does not replace the first.
+    listing.finish(None);
+    let mut visited = 0;
+    let err = listing
+        .replay(|_, _| {
+            visited += 1;
+            Ok(())
+        })
+        .expect_err("the walk failed");
+    assert_eq!(visited, 1);
+    assert!(
+        err.message().contains("keep.log changed"),
+        "{}",
+        err.message()
+    );
+}

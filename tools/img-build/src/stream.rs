@@ -263,11 +263,13 @@ pub(crate) async fn session_build(
     ssh: Option<session::ssh::Agents>,
     aws: &aws::AwsArgs,
 ) -> Result<(String, Progress, Summary, Option<Transferred>)> {
+    // One walk: the hash records the entries, and a request for the whole context replays them.
+    let listing = context::Listing::new();
     let hashing = {
-        let ctx = ctx.clone();
-        tokio::task::spawn_blocking(move || ctx.hash())
+        let (ctx, listing) = (ctx.clone(), listing.clone());
+        tokio::task::spawn_blocking(move || ctx.hash_into(&listing))
     };
-    let files = session::filesync::FileSync::new(ctx.clone())?;
+    let files = session::filesync::FileSync::new(ctx.clone(), Some(listing))?;
     let providers = session::Providers {
         files: files.clone(),
         auth: session::auth::Auth { aws: aws.clone() },

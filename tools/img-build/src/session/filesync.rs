@@ -12,6 +12,10 @@
 //! Modes are Go's `os.FileMode` bits; owners are 0, as the docker CLI maps them. Two directories
 //! exist: `context` (the walk of crate `context`, as file sync sends it) and `dockerfile` (the
 //! Dockerfile alone, so its own directory is never exposed).
+//!
+//! A request for the whole context (no include patterns, no follow paths, no excludes but our
+//! own) replays the [`Listing`] that the content hash's walk records, so a build walks its
+//! context once. A request for part of it walks, filtered.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use bollard_buildkit_proto::fsutil::types::packet::PacketType;
 use bollard_buildkit_proto::fsutil::types::{Packet, Stat};
 use bollard_buildkit_proto::moby::filesync::v1::file_sync_server;
-use context::{Context, Entry, Ignore, Kind};
+use context::{Context, Entry, Ignore, Kind, Listing};
 use shared::{Error, Result, verbose};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -51,16 +55,20 @@ pub(crate) struct Sent {
 #[derive(Clone)]
 pub(crate) struct FileSync {
     context: Arc<Context>,
+    /// The entries of the whole context, as the hash walk records them.
+    listing: Option<Arc<Listing>>,
     dockerfile: Arc<Entry>,
     pub(crate) sent: Arc<Sent>,
     pub(crate) failure: Arc<Mutex<Option<Error>>>,
 }
 
 impl FileSync {
-    pub(crate) fn new(context: Context) -> Result<Self> {
+    /// The directories of `context`; requests for the whole of it replay `listing`, when given.
+    pub(crate) fn new(context: Context, listing: Option<Arc<Listing>>) -> Result<Self> {
         let dockerfile = context.dockerfile_entry()?;
         Ok(Self {
             context: Arc::new(context),
+            listing,
             dockerfile: Arc::new(dockerfile),
             sent: Arc::default(),
             failure: Arc::default(),
@@ -168,26 +176,7 @@ impl Filter {
                 })
                 .collect::<Option<Vec<String>>>()
         });
-        // The frontend sends back the patterns it read from our own .dockerignore, which the
-        // walk already applied.
-        let ours: Vec<&str> = ctx
-            .ignore()
-            .rules()
-            .iter()
-            .filter(|r| r.origin != context::Origin::Added)
-            .map(|r| r.text.as_str())
-            .collect();
-        let exclude = if ask.excludes.is_empty() {
-            None
-        } else {
-            let theirs = Ignore::from_patterns(&ask.excludes)?;
-            let same = theirs
-                .rules()
-                .iter()
-                .map(|r| r.text.as_str())
-                .eq(ours.iter().copied());
-            (!same).then_some(theirs)
-        };
+        let exclude = their_excludes(ask, ctx)?;
         Ok(Self {
             include,
             prefixes,
@@ -227,6 +216,31 @@ impl Filter {
         out.push(entry.clone());
         out
     }
+}
+
+/// The request's exclude patterns, unless they are none or our own: the frontend sends back the
+/// patterns it read from our own .dockerignore, which the walk already applied.
+fn their_excludes(ask: &Ask, ctx: &Context) -> Result<Option<Ignore>> {
+    if ask.excludes.is_empty() {
+        return Ok(None);
+    }
+    let ours = ctx
+        .ignore()
+        .rules()
+        .iter()
+        .filter(|r| r.origin != context::Origin::Added)
+        .map(|r| r.text.as_str());
+    let theirs = Ignore::from_patterns(&ask.excludes)?;
+    let same = theirs.rules().iter().map(|r| r.text.as_str()).eq(ours);
+    Ok((!same).then_some(theirs))
+}
+
+/// Whether the request is for the whole context, as the walk (and so the listing) has it.
+fn everything(ask: &Ask, ctx: &Context) -> bool {
+    ask.dir == "context"
+        && ask.includes.is_empty()
+        && ask.follow.is_empty()
+        && their_excludes(ask, ctx).is_ok_and(|theirs| theirs.is_none())
 }
 
 /// fsutil's `FollowLinks`: each follow path, and the target of each link on the way, within the
@@ -325,11 +339,45 @@ type Out = mpsc::Sender<std::result::Result<Packet, Status>>;
 /// What a number stands for: a file to read, and its size when the walk saw it.
 type Files = Arc<Mutex<HashMap<u32, (PathBuf, Option<u64>)>>>;
 
+/// Where the files behind the numbers sent are found.
+#[derive(Clone)]
+enum Numbers {
+    /// The listing replayed: a number is an index into it.
+    Listing(Arc<Listing>),
+    /// A walk's map, filled as it sends.
+    Walked(Files),
+}
+
+impl Numbers {
+    /// The file numbered `id`, once: a second request for it finds nothing.
+    fn take(
+        &self,
+        id: u32,
+        taken: &mut std::collections::HashSet<u32>,
+    ) -> Option<(PathBuf, Option<u64>)> {
+        match self {
+            Numbers::Listing(listing) => taken.insert(id).then(|| listing.file(id)).flatten(),
+            Numbers::Walked(files) => files.lock().ok().and_then(|mut m| m.remove(&id)),
+        }
+    }
+}
+
 fn gone() -> Error {
     Error::unavailable("the Docker daemon stopped reading the build context")
 }
 
-/// Sends the STAT packets of a directory, then the end of the list.
+/// Sends the STAT packets of the whole context from the listing, then the end of the list.
+fn replay_stats(ctx: &Context, listing: &Listing, out: &Out) -> Result<()> {
+    listing.replay(|_, entry| {
+        let mut p = packet(PacketType::PacketStat);
+        p.stat = Some(stat(ctx, entry));
+        out.blocking_send(Ok(p)).map_err(|_| gone())
+    })?;
+    out.blocking_send(Ok(packet(PacketType::PacketStat)))
+        .map_err(|_| gone())
+}
+
+/// Sends the STAT packets of a directory, walked, then the end of the list.
 fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()> {
     let ctx = &*sync.context;
     let mut id: u32 = 0;
@@ -447,13 +495,27 @@ impl FileSync {
 
     async fn serve(self, ask: Ask, out: Out, mut incoming: Streaming<Packet>) {
         let began = std::time::Instant::now();
-        let files: Files = Arc::default();
         let counted = ask.dir == "context";
         let named = !ask.follow.is_empty();
-        let walk = {
-            let (sync, files, out) = (self.clone(), files.clone(), out.clone());
-            tokio::task::spawn_blocking(move || send_stats(&sync, &ask, &files, &out))
+        let replayed = self
+            .listing
+            .clone()
+            .filter(|_| everything(&ask, &self.context));
+        let numbers = match &replayed {
+            Some(listing) => {
+                verbose!("file sync: the whole context, as the hash walk listed it");
+                Numbers::Listing(listing.clone())
+            }
+            None => Numbers::Walked(Files::default()),
         };
+        let walk = {
+            let (sync, numbers, out) = (self.clone(), numbers.clone(), out.clone());
+            tokio::task::spawn_blocking(move || match numbers {
+                Numbers::Listing(listing) => replay_stats(&sync.context, &listing, &out),
+                Numbers::Walked(files) => send_stats(&sync, &ask, &files, &out),
+            })
+        };
+        let mut taken = std::collections::HashSet::new();
         let (asked_tx, asked_rx) = std::sync::mpsc::channel();
         let sender = {
             // What is counted is the context; the Dockerfile goes every time.
@@ -467,7 +529,7 @@ impl FileSync {
             {
                 match PacketType::try_from(p.r#type) {
                     Ok(PacketType::PacketReq) => {
-                        let found = files.lock().ok().and_then(|mut m| m.remove(&p.id));
+                        let found = numbers.take(p.id, &mut taken);
                         let Some((path, size)) = found else {
                             self.fail(
                                 &out,
