@@ -26,6 +26,7 @@ use bollard_buildkit_proto::fsutil::types::packet::PacketType;
 use bollard_buildkit_proto::fsutil::types::{Packet, Stat};
 use bollard_buildkit_proto::moby::filesync::v1::file_sync_server;
 use context::{Context, Entry, Ignore, Kind, Listing};
+use futures_util::StreamExt;
 use shared::{Error, Result, verbose};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -334,7 +335,43 @@ fn packet(kind: PacketType) -> Packet {
     }
 }
 
-type Out = mpsc::Sender<std::result::Result<Packet, Status>>;
+/// The packets to the daemon, a batch at a time: one wake-up of the sending task per batch of
+/// `STAT` packets rather than one per entry.
+type Out = mpsc::Sender<Vec<Packet>>;
+
+/// `STAT` packets per batch.
+const STATS_PER_BATCH: usize = 128;
+
+/// Sends `STAT` packets in batches, and the empty one that ends the list.
+struct Stats<'a> {
+    out: &'a Out,
+    batch: Vec<Packet>,
+}
+
+impl<'a> Stats<'a> {
+    fn new(out: &'a Out) -> Self {
+        Self {
+            out,
+            batch: Vec::with_capacity(STATS_PER_BATCH),
+        }
+    }
+
+    fn send(&mut self, stat: Stat) -> Result<()> {
+        let mut p = packet(PacketType::PacketStat);
+        p.stat = Some(stat);
+        self.batch.push(p);
+        if self.batch.len() == STATS_PER_BATCH {
+            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(STATS_PER_BATCH));
+            self.out.blocking_send(full).map_err(|_| gone())?;
+        }
+        Ok(())
+    }
+
+    fn end(mut self) -> Result<()> {
+        self.batch.push(packet(PacketType::PacketStat));
+        self.out.blocking_send(self.batch).map_err(|_| gone())
+    }
+}
 
 /// What a number stands for: a file to read, and its size when the walk saw it.
 type Files = Arc<Mutex<HashMap<u32, (PathBuf, Option<u64>)>>>;
@@ -368,18 +405,15 @@ fn gone() -> Error {
 
 /// Sends the STAT packets of the whole context from the listing, then the end of the list.
 fn replay_stats(ctx: &Context, listing: &Listing, out: &Out) -> Result<()> {
-    listing.replay(|_, entry| {
-        let mut p = packet(PacketType::PacketStat);
-        p.stat = Some(stat(ctx, entry));
-        out.blocking_send(Ok(p)).map_err(|_| gone())
-    })?;
-    out.blocking_send(Ok(packet(PacketType::PacketStat)))
-        .map_err(|_| gone())
+    let mut stats = Stats::new(out);
+    listing.replay(|_, entry| stats.send(stat(ctx, entry)))?;
+    stats.end()
 }
 
 /// Sends the STAT packets of a directory, walked, then the end of the list.
 fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()> {
     let ctx = &*sync.context;
+    let mut stats = Stats::new(out);
     let mut id: u32 = 0;
     let mut send = |entry: &Entry| -> Result<()> {
         if matches!(entry.kind, Kind::File(_) | Kind::HardLink(_))
@@ -392,10 +426,8 @@ fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()
             };
             map.insert(id, (path.clone(), size));
         }
-        let mut p = packet(PacketType::PacketStat);
-        p.stat = Some(stat(ctx, entry));
         id += 1;
-        out.blocking_send(Ok(p)).map_err(|_| gone())
+        stats.send(stat(ctx, entry))
     };
     if ask.dir == "context" {
         {
@@ -418,8 +450,7 @@ fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()
             send(&e)?;
         }
     }
-    out.blocking_send(Ok(packet(PacketType::PacketStat)))
-        .map_err(|_| gone())
+    stats.end()
 }
 
 /// Sends the files asked for, one after the other, each ended by an empty DATA packet. `sent`:
@@ -450,7 +481,7 @@ fn send_files(
             let mut p = packet(PacketType::PacketData);
             p.id = id;
             p.data = buf[..n].to_vec();
-            out.blocking_send(Ok(p)).map_err(|_| gone())?;
+            out.blocking_send(vec![p]).map_err(|_| gone())?;
         }
         if size.is_some_and(|s| s != total) {
             return Err(Error::data(format!(
@@ -476,7 +507,7 @@ fn send_files(
         }
         let mut end = packet(PacketType::PacketData);
         end.id = id;
-        out.blocking_send(Ok(end)).map_err(|_| gone())?;
+        out.blocking_send(vec![end]).map_err(|_| gone())?;
     }
     Ok(())
 }
@@ -485,7 +516,7 @@ impl FileSync {
     fn fail(&self, out: &Out, error: Error) {
         let mut p = packet(PacketType::PacketErr);
         p.data = error.message().as_bytes().to_vec();
-        let _ = out.try_send(Ok(p));
+        let _ = out.try_send(vec![p]);
         if let Ok(mut slot) = self.failure.lock()
             && slot.is_none()
         {
@@ -574,7 +605,7 @@ impl FileSync {
             }
         }
         if finished {
-            let _ = out.send(Ok(packet(PacketType::PacketFin))).await;
+            let _ = out.send(vec![packet(PacketType::PacketFin)]).await;
         }
         if counted {
             let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -585,7 +616,8 @@ impl FileSync {
 
 #[tonic::async_trait]
 impl file_sync_server::FileSync for FileSync {
-    type DiffCopyStream = ReceiverStream<std::result::Result<Packet, Status>>;
+    type DiffCopyStream =
+        futures_util::stream::BoxStream<'static, std::result::Result<Packet, Status>>;
 
     async fn diff_copy(
         &self,
@@ -605,9 +637,12 @@ impl file_sync_server::FileSync for FileSync {
             ask.excludes,
             ask.follow
         );
-        let (tx, rx) = mpsc::channel(64);
+        // At most 8 MiB of file data in flight, or 4,096 entries.
+        let (tx, rx) = mpsc::channel(32);
         tokio::spawn(self.clone().serve(ask, tx, request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let packets = ReceiverStream::new(rx)
+            .flat_map(|batch| futures_util::stream::iter(batch.into_iter().map(Ok)));
+        Ok(Response::new(Box::pin(packets)))
     }
 
     type TarStreamStream = ReceiverStream<std::result::Result<Packet, Status>>;
