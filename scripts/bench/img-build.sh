@@ -39,8 +39,8 @@
 #   --baseline REF  the commit whose img-build is the tar-upload baseline (default b67b2ab);
 #                   built once into target/bench-baseline, or set IMG_BUILD_BASELINE=/path
 #   --keep          keep the generated context (printed path) instead of deleting it
-# Needs the local services (scripts/services.sh up); builds target/release/img-build if missing
-# (or set IMG_BUILD=/path/to/img-build).
+# Starts the local services (scripts/services.sh) and runs what ships: the imgpipe binary, built
+# (release) through a link named img-build (or set IMG_BUILD=/path/to/img-build).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -67,14 +67,16 @@ done
 if [ ! -x /usr/bin/time ]; then
   apt-get install -y time >/dev/null
 fi
-eval "$(scripts/services.sh up)"
-base="${IMGPIPE_BASE_IMAGE:-local/busybox:1}"
-
-bin="${IMG_BUILD:-$root/target/release/img-build}"
-if [ -z "${IMG_BUILD:-}" ]; then
-  echo "building $bin (release; nothing to do when it is up to date)..." >&2
-  cargo build --release -p img-build >&2
+# shellcheck source=scripts/bench/common.sh
+. scripts/bench/common.sh
+if [ -n "${IMG_BUILD:-}" ]; then
+  eval "$(scripts/services.sh up)"
+  bin="$IMG_BUILD"
+else
+  bench_tools img-build
+  bin="$bin/img-build"
 fi
+base="${IMGPIPE_BASE_IMAGE:-local/busybox:1}"
 
 work="$(mktemp -d)"
 tag="imgpipe-bench-$$"
