@@ -681,8 +681,11 @@ fn the_hash_cache_gives_the_same_hash_and_never_hides_a_change() {
 #[test]
 fn the_listing_is_what_file_sync_sends_and_can_be_read_while_the_hash_walks() {
     let dir = fixture();
+    // A name that is not UTF-8: its number must still lead to its own bytes on disk.
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    fs::write(dir.path().join(odd), "odd").expect("write");
     let ctx = Context::open(dir.path(), None, Options::default()).expect("open");
-    let listing = Listing::new();
+    let listing = Listing::new(ctx.root());
     // The reader starts first, so it waits for entries the walk has not reached yet.
     let reader = {
         let listing = listing.clone();
@@ -720,6 +723,10 @@ fn the_listing_is_what_file_sync_sends_and_can_be_read_while_the_hash_walks() {
         listing.file(number("keep.log")),
         Some((ctx.root().join("keep.log"), Some(4)))
     );
+    assert_eq!(
+        listing.file(number("caf\u{fffd}.txt")),
+        Some((ctx.root().join(odd), Some(3)))
+    );
     assert_eq!(listing.file(number("src")), None);
     assert_eq!(listing.file(u32::MAX), None);
 }
@@ -728,7 +735,7 @@ fn the_listing_is_what_file_sync_sends_and_can_be_read_while_the_hash_walks() {
 fn a_failed_walk_ends_the_listing_with_its_error_after_what_it_recorded() {
     let dir = fixture();
     let ctx = Context::open(dir.path(), None, Options::default()).expect("open");
-    let listing = Listing::new();
+    let listing = Listing::new(ctx.root());
     let mut first = None;
     ctx.walk(|e| {
         if first.is_none() && e.role.in_session() {

@@ -264,7 +264,7 @@ pub(crate) async fn session_build(
     aws: &aws::AwsArgs,
 ) -> Result<(String, Progress, Summary, Option<Transferred>)> {
     // One walk: the hash records the entries, and a request for the whole context replays them.
-    let listing = context::Listing::new();
+    let listing = context::Listing::new(ctx.root());
     let hashing = {
         let (ctx, listing) = (ctx.clone(), listing.clone());
         tokio::task::spawn_blocking(move || ctx.hash_into(&listing))
