@@ -1,6 +1,6 @@
 //! What every tool's command line has in common, and the `main` they all share.
 //!
-//! A tool's `main.rs` is one call: `shared::cli::main::<Cli>("tool", tool::run)`. This function
+//! A tool's entry in `imgpipe` is one call: `shared::cli::main_from::<Cli>("tool", tool::run, args)`. It
 //! adds the exit-code table to `--help`, answers the hidden `--generate man|bash|...` (man page
 //! and completions, see [`crate::generate`]), sets up logging, runs the tool, prints an error once as
 //! a single line on stderr, and turns a closed stdout (`tool | head -1`) into a quiet success.
@@ -45,13 +45,9 @@ pub trait Cli: clap::Parser {
     fn common(&self) -> &Common;
 }
 
-/// The `main` of every tool: parses the command line into `C`, runs `run`, and exits with its code.
-pub fn main<C: Cli>(tool: &'static str, run: fn(&C) -> Result<Code>) -> ExitCode {
-    main_from(tool, run, std::env::args_os().collect())
-}
-
-/// [`main`] with the command line given: `args[0]` is the name the tool was called by, as in
-/// `std::env::args_os()`. The multi-call `imgpipe` binary calls it with the tool's arguments.
+/// The `main` of every tool: parses the command line `args` into `C`, runs `run`, and exits with
+/// its code. `args[0]` is the name the tool was called by, as in `std::env::args_os()`; the
+/// multi-call `imgpipe` binary calls it with the tool's arguments.
 pub fn main_from<C: Cli>(
     tool: &'static str,
     run: fn(&C) -> Result<Code>,

@@ -1,6 +1,6 @@
 //! The one error type the tools return: what went wrong, how to fix it, and the exit code.
 //!
-//! Every error is printed once, by [`crate::cli::main`], as a single line on stderr:
+//! Every error is printed once, by [`crate::cli::main_from`], as a single line on stderr:
 //! `tool: error: <message> (<hint>)`. Messages are built where the error arises, so they can name
 //! the file, socket, endpoint or field involved. They never contain a secret: callers hold secrets
 //! in [`crate::secret::Secret`], whose formatting hides the value.

@@ -1,7 +1,7 @@
 //! Man pages and shell completions, generated from the same `clap::Command` that parses the
 //! command line, so they cannot drift from `--help`.
 //!
-//! Every tool takes a hidden `--generate KIND` (handled once, in [`crate::cli::main`]) that
+//! Every tool takes a hidden `--generate KIND` (handled once, in [`crate::cli::main_from`]) that
 //! writes one of them to stdout; `scripts/release.sh` uses it to put a man page and completions
 //! for every tool into the release archive:
 //!
@@ -175,7 +175,7 @@ fn heading(line: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
-    /// A command as `cli::main` hands it over: without the hidden argument itself (bash
+    /// A command as `cli::main_from` hands it over: without the hidden argument itself (bash
     /// completion would list it).
     fn toy() -> Command {
         Command::new("toy")

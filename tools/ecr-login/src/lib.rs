@@ -95,14 +95,8 @@ impl shared::cli::Cli for Cli {
     }
 }
 
-/// The `main` of the binary: a credential helper when called as `docker-credential-*`,
-/// else the `ecr-login` command.
-#[must_use]
-pub fn main() -> ExitCode {
-    main_from(std::env::args_os().collect())
-}
-
-/// [`main`] with the command line given (`args[0]` is the name it was called by).
+/// The tool's `main`: a credential helper when called as `docker-credential-*`, else the
+/// `ecr-login` command. `args[0]` is the name it was called by.
 #[must_use]
 pub fn main_from(args: Vec<std::ffi::OsString>) -> ExitCode {
     let called_as = args
