@@ -43,20 +43,31 @@ if [ "$target" = local ]; then
 fi
 
 # What ships: the one imgpipe binary, each tool a link to it (as scripts/release.sh packs it).
-say "building imgpipe (cargo build --release -p imgpipe-multicall)"
-cargo build --release -p imgpipe-multicall --bin imgpipe --locked
-release="${CARGO_TARGET_DIR:-$root/target}/release"
-links="$release/imgpipe-links"
-rm -rf "$links.new"
-mkdir -p "$links.new"
-ln -s ../imgpipe "$links.new/imgpipe"
-for tool in $("$release/imgpipe" --list); do ln -s ../imgpipe "$links.new/$tool"; done
-rm -rf "$links"
-mv "$links.new" "$links"
-export PATH="$links:$PATH"
-
+# IMGPIPE_BIN names an imgpipe binary built elsewhere (the arm64 release, run under QEMU by
+# scripts/arm64-smoke.sh); else this checkout's is built.
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+if [ -n "${IMGPIPE_BIN:-}" ]; then
+  [ -f "$IMGPIPE_BIN" ] && [ -x "$IMGPIPE_BIN" ] \
+    || { echo "local-pipeline: IMGPIPE_BIN=$IMGPIPE_BIN is not an executable file" >&2; exit 66; }
+  links="$work/imgpipe-links"
+  mkdir -p "$links"
+  cp "$IMGPIPE_BIN" "$links/imgpipe"
+  for tool in $("$links/imgpipe" --list); do ln -s imgpipe "$links/$tool"; done
+  say "running $IMGPIPE_BIN: $( (file -b "$links/imgpipe" 2>/dev/null || echo "a binary") | cut -d, -f1-2)"
+else
+  say "building imgpipe (cargo build --release -p imgpipe-multicall)"
+  cargo build --release -p imgpipe-multicall --bin imgpipe --locked
+  release="${CARGO_TARGET_DIR:-$root/target}/release"
+  links="$release/imgpipe-links"
+  rm -rf "$links.new"
+  mkdir -p "$links.new"
+  ln -s ../imgpipe "$links.new/imgpipe"
+  for tool in $("$release/imgpipe" --list); do ln -s ../imgpipe "$links.new/$tool"; done
+  rm -rf "$links"
+  mv "$links.new" "$links"
+fi
+export PATH="$links:$PATH"
 
 # Runs one pipeline step: reads the previous step's document, shows and keeps its own.
 step() {

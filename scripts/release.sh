@@ -24,19 +24,21 @@
 # the same clap command as --help). Cold, this takes about 10 minutes on 2 cores; builds go to
 # target/zigbuild, apart from target/debug and target/release.
 #
-# arm64 (Graviton CodeBuild images): NOT built here, and never tested. These machines have only
-# the x86_64-unknown-linux-gnu Rust target and cannot download another. On a machine that can
-# (rustup reaching the Rust distribution server), the same script should build it, since zig
-# cross-links without an arm64 machine:
-#     rustup target add aarch64-unknown-linux-gnu
-#     scripts/release.sh --arch aarch64      # -> imgpipe-<version>-aarch64-linux.tar.gz
-# (the symbol check then uses readelf, which reads any architecture). Run the result on an
-# arm64 CodeBuild image (e.g. aws/codebuild/amazonlinux2-aarch64-standard) before publishing;
-# aws-lc-sys's C build under zig for aarch64 is the part most likely to need attention.
+# arm64 (Graviton CodeBuild images): `scripts/release.sh --arch aarch64`, on this x86_64 machine,
+# gives imgpipe-<version>-aarch64-linux.tar.gz beside the x86_64 one (same folder, one SHA256SUMS
+# for both). zig cross-links against glibc 2.17 for aarch64 as it does for x86_64, and the C
+# dependencies (aws-lc-sys with its own aarch64 assembly, libgit2, zlib) build with zig's clang.
+# The compiler: rustup's, when it has the aarch64-unknown-linux-gnu target; else (these machines,
+# whose rustup cannot download targets) Debian's rustc-web 1.96 with its aarch64 standard library
+# (`libstd-rust-web-dev:arm64`), installed here when missing, run as CARGO=/usr/bin/cargo with
+# RUSTC=/usr/bin/rustc. Cold, the aarch64 build takes about 15 minutes on 2 cores. Then the arm64
+# binary is tested, not only built: scripts/arm64-smoke.sh runs the main job with it under
+# qemu-user (skip with --no-smoke).
 #
 # Usage: scripts/release.sh [--arch x86_64|aarch64] [--out DIR] [--version V] [--from DIR]
-#                           [--only TOOL[,TOOL...]]
+#                           [--only TOOL[,TOOL...]] [--no-smoke]
 #   --arch     the CPU to build for (default x86_64; see above for aarch64)
+#   --no-smoke aarch64: do not run scripts/arm64-smoke.sh on the archive
 #   --out      where the archive, install.sh and SHA256SUMS go (default target/dist)
 #   --version  the version in the archive's name (default: the workspace's version)
 #   --from     package the imgpipe binary already built in DIR instead of building (e.g.
@@ -62,13 +64,14 @@ out="$ROOT/target/dist"
 version=""
 from=""
 only=""
+smoke=true
 
 say() { echo "release: $*" >&2; }
 die() {
   echo "release: $1" >&2
   exit "${2:-1}"
 }
-usage() { die "$1 (usage: scripts/release.sh [--arch x86_64|aarch64] [--out DIR] [--version V] [--from DIR] [--only TOOL,...])" 2; }
+usage() { die "$1 (usage: scripts/release.sh [--arch x86_64|aarch64] [--out DIR] [--version V] [--from DIR] [--only TOOL,...] [--no-smoke])" 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -77,6 +80,7 @@ while [ $# -gt 0 ]; do
     --version) [ $# -ge 2 ] || usage "--version needs a value"; version="$2"; shift 2 ;;
     --from) [ $# -ge 2 ] || usage "--from needs a directory"; from="$2"; shift 2 ;;
     --only) [ $# -ge 2 ] || usage "--only needs tool names"; only="$2"; shift 2 ;;
+    --no-smoke) smoke=false; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) usage "unknown argument '$1'" ;;
   esac
@@ -88,6 +92,7 @@ case "$arch" in
 esac
 triple="$arch-unknown-linux-gnu"
 cargo="${CARGO:-cargo}" # the cargo that runs us, if one does
+host_cargo="$cargo"     # for what runs here (cargo-zigbuild, the tool list): never Debian's
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 cd "$ROOT"
@@ -114,8 +119,21 @@ bin=imgpipe
 
 # --- Build ------------------------------------------------------------------------------------
 if [ -z "$from" ]; then
-  if ! rustup target list --installed 2>/dev/null | grep -qx "$triple"; then
-    die "the Rust target $triple is not installed: run 'rustup target add $triple' (needs the Rust distribution server, which these machines cannot reach; see the header of this script)" 78
+  if rustup target list --installed 2>/dev/null | grep -qx "$triple"; then
+    :
+  elif [ "$arch" = aarch64 ]; then
+    if [ ! -x /usr/bin/cargo ] || [ ! -d /usr/lib/rustlib/$triple/lib ]; then
+      say "installing Debian's rustc-web and cargo-web with the $triple standard library"
+      if ! { dpkg --add-architecture arm64 && apt-get update -qq \
+        && apt-get install -y -qq rustc-web cargo-web libstd-rust-web-dev:arm64; } >&2; then
+        die "the Rust target $triple is missing: neither rustup nor 'apt-get install rustc-web cargo-web libstd-rust-web-dev:arm64' gave it" 78
+      fi
+    fi
+    cargo=/usr/bin/cargo
+    export RUSTC=/usr/bin/rustc
+    say "compiler: $("$RUSTC" --version) (Debian's rustc-web, for $triple)"
+  else
+    die "the Rust target $triple is not installed: run 'rustup target add $triple'" 78
   fi
   venv="$TOOLS/venv"
   if ! "$venv/bin/python" -m ziglang version >/dev/null 2>&1 \
@@ -128,7 +146,7 @@ if [ -z "$from" ]; then
   zigbuild="$TOOLS/cargo/bin/cargo-zigbuild"
   if ! "$zigbuild" --version 2>/dev/null | grep -qx "cargo-zigbuild $CARGO_ZIGBUILD_VERSION"; then
     say "installing cargo-zigbuild $CARGO_ZIGBUILD_VERSION into $TOOLS/cargo (a few minutes)"
-    "$cargo" install --quiet --locked --version "$CARGO_ZIGBUILD_VERSION" --root "$TOOLS/cargo" cargo-zigbuild >&2 \
+    env -u RUSTC "$host_cargo" install --quiet --locked --version "$CARGO_ZIGBUILD_VERSION" --root "$TOOLS/cargo" cargo-zigbuild >&2 \
       || die "cargo install cargo-zigbuild failed (is crates.io reachable?)" 69
   fi
   # cargo-zigbuild runs `python3 -m ziglang` when no `zig` is on PATH: the venv's python3 first.
@@ -172,7 +190,7 @@ fi
 # else this machine's own build (the list is the same on every CPU).
 host="$bindir/$bin"
 if [ "$arch" != "$(uname -m)" ]; then
-  "$cargo" build --quiet -p imgpipe-multicall --bin "$bin" >&2 || die "building the host imgpipe for the tool list failed"
+  env -u RUSTC "$host_cargo" build --quiet -p imgpipe-multicall --bin "$bin" >&2 || die "building the host imgpipe for the tool list failed"
   host="$ROOT/target/debug/$bin"
 fi
 names="$("$host" --list)" || die "$host --list failed" 70
@@ -222,8 +240,9 @@ mv -f "$archive.tmp" "$archive"
 rm -rf "$stage"
 cp "$ROOT/scripts/install.sh" "$out/install.sh"
 chmod 0755 "$out/install.sh"
-(cd "$out" && sha256sum "$name.tar.gz" install.sh >SHA256SUMS.tmp && mv -f SHA256SUMS.tmp SHA256SUMS) \
-  || die "cannot write $out/SHA256SUMS" 74
+# One SHA256SUMS for the folder: every architecture's archive of this version, and install.sh.
+(cd "$out" && sha256sum imgpipe-"$version"-*-linux.tar.gz install.sh >SHA256SUMS.tmp \
+  && mv -f SHA256SUMS.tmp SHA256SUMS) || die "cannot write $out/SHA256SUMS" 74
 
 # --- Sizes -------------------------------------------------------------------------------------
 size=$(stat -c %s "$bindir/$bin")
@@ -231,6 +250,10 @@ asize=$(stat -c %s "$archive")
 say "$(printf '%-10s %10d bytes (%s), and %d links to it' "$bin" "$size" "$(numfmt --to=iec-i --suffix=B "$size")" "$(wc -w <<<"$names")")"
 say "$(printf '%-10s %10d bytes (%s)' "archive" "$asize" "$(numfmt --to=iec-i --suffix=B "$asize")")  $archive"
 say "checksums: $out/SHA256SUMS"
+if [ "$arch" = aarch64 ] && [ "$arch" != "$(uname -m)" ] && $smoke; then
+  say "testing the arm64 binary under qemu-user: scripts/arm64-smoke.sh $archive"
+  "$ROOT/scripts/arm64-smoke.sh" "$archive" >&2 || die "the arm64 smoke test failed (above); the archive is in $out but not tested" 1
+fi
 echo "$archive"
 exit 0
 }
