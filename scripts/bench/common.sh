@@ -42,3 +42,21 @@ in_services_namespace() {
   scripts/services.sh up >/dev/null || { echo "bench: the local services did not start" >&2; exit 1; }
   exec scripts/services.sh run -- "$@"
 }
+
+# baseline_img_build REF: prints the path of the per-tool img-build binary of commit REF (release),
+# building it into target/bench-baseline the first time (target/bench-baseline/REF says which
+# commit is there). img-build.sh compares against it; sizes.sh times its start-up.
+baseline_img_build() {
+  local ref="$1" dir
+  dir="$(pwd)/target/bench-baseline"
+  if [ ! -x "$dir/target/release/img-build" ] || [ "$(cat "$dir/REF" 2>/dev/null)" != "$ref" ]; then
+    echo "bench: building the per-tool img-build of $ref (release) in $dir ..." >&2
+    rm -rf "$dir/src"
+    mkdir -p "$dir"
+    git archive --prefix=src/ "$ref" | tar -x -C "$dir"
+    CARGO_TARGET_DIR="$dir/target" cargo build --release -p img-build \
+      --manifest-path "$dir/src/Cargo.toml" >&2
+    echo "$ref" >"$dir/REF"
+  fi
+  echo "$dir/target/release/img-build"
+}

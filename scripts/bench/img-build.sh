@@ -177,16 +177,7 @@ fi
 if [ "$part" = buildkit ] || [ "$part" = all ]; then
   baseline="${IMG_BUILD_BASELINE:-}"
   if [ -z "$baseline" ]; then
-    dir="$root/target/bench-baseline"
-    baseline="$dir/target/release/img-build"
-    if [ ! -x "$baseline" ] || [ "$(cat "$dir/REF" 2>/dev/null)" != "$baseline_ref" ]; then
-      echo "building the baseline img-build of $baseline_ref (release) in $dir ..." >&2
-      rm -rf "$dir/src"
-      mkdir -p "$dir"
-      git -C "$root" archive --prefix=src/ "$baseline_ref" | tar -x -C "$dir"
-      CARGO_TARGET_DIR="$dir/target" cargo build --release -p img-build --manifest-path "$dir/src/Cargo.toml" >&2
-      echo "$baseline_ref" >"$dir/REF"
-    fi
+    baseline="$(baseline_img_build "$baseline_ref")"
   fi
   printf 'FROM %s\nRUN --mount=type=bind,target=/ctx du -s /ctx > /context-size\n' "$base" >"$work/Dockerfile.buildkit"
   # One kept file, rewritten with new bytes of the same size.

@@ -1,98 +1,128 @@
 #!/usr/bin/env bash
-# Sizes: each tool's binary (release build as built, which the release profile already strips of
-# symbols; after `strip --strip-all`; gzip -9 of that), the portable (cargo-zigbuild, glibc 2.17)
-# binaries in the release archive when scripts/release.sh has made one (target/dist), the archive
-# itself, and what a buildspec must download to install imgpipe (archive + install.sh +
-# SHA256SUMS) against what the seed's aws-cli costs.
+# Sizes, build time and start-up of what ships (issue 21), beside aws-cli v1 and the figures of
+# the per-tool binaries imgpipe shipped before (the issue's own measures, on this machine).
 #
-# aws-cli: version 1 from PyPI is measured here (the wheels `pip download` fetches, and the
-# installed size: a fresh virtual environment with awscli, minus an empty one), at the version the
-# local services use. aws-cli version 2 (AWS's awscli-exe-linux-x86_64.zip) cannot be fetched from
-# this machine (no internet access), and its size is not measured by this script.
+# For each architecture with a release archive in target/dist (scripts/release.sh, and
+# scripts/release.sh --arch aarch64):
+#   installed   the extracted archive (the imgpipe binary, a link per tool, man pages and
+#               completions): du -sb                                       target: <= 35 MB
+#   download    the archive, install.sh and SHA256SUMS: what a buildspec fetches
+#                                                                          target: <= 14 MB
+# and, on this machine:
+#   build       a cold `cargo build --release --locked` of the workspace (what ships: the imgpipe
+#               binary), in an empty target directory, the crates already fetched
+#                                                                          target: <= 320 s (half of 640 s)
+#   start-up    `img-build --version` through its link to imgpipe, against the per-tool
+#               img-build binary of commit b67b2ab (built once into target/bench-baseline, which
+#               scripts/bench/img-build.sh shares), the median of 301 runs each, alternating; and
+#               `aws --version` (aws-cli v1), the median of 21 runs         target: no slower
+# The "before" column: the issue's own figures for the eight per-tool binaries (installed,
+# downloaded, cold build, measured on this machine), and the start-up measured here and now.
+# aws-cli v1 comes from PyPI at the version the local services use: the wheels `pip download`
+# fetches, and a fresh virtual environment with it minus an empty one. aws-cli v2 cannot be fetched
+# here (no internet access) and is not measured.
 #
-# Usage: scripts/bench/sizes.sh       (builds the release binaries first; BENCH_BUILD=0 skips that)
+# Usage: scripts/bench/sizes.sh [--no-build-time]
+#   --no-build-time   skip the cold build (it takes minutes); its row then says so
+# Missing archives are reported as such; make them with scripts/release.sh [--arch aarch64].
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
-target="${CARGO_TARGET_DIR:-$root/target}"
-tools=(ecr-login ecr-repo img-tag img-build img-push img-manifest scan-gate lifecycle-set)
-[ "${BENCH_BUILD:-1}" = 0 ] || cargo build --quiet --release --workspace --bins
+build_time=true
+case "${1:-}" in
+  "") ;;
+  --no-build-time) build_time=false ;;
+  *) echo "usage: scripts/bench/sizes.sh [--no-build-time]" >&2; exit 2 ;;
+esac
+target="$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+baseline_ref=b67b2ab
 
 work="$(mktemp -d /tmp/bench-sizes.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
-
-mb() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1e6:.1f}')" "$1"; }
+mb() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1e6:.1f} MB')" "$1"; }
 size() { stat -c %s "$1"; }
 
-archive=$(ls -t "$target"/dist/imgpipe-*-x86_64-linux.tar.gz 2>/dev/null | head -1 || true)
-declare -A portable
-if [ -n "$archive" ]; then
-  tar -xzf "$archive" -C "$work"
-  # A tool is its own binary in older archives, a link to imgpipe in newer ones (not counted).
-  for tool in "${tools[@]}" imgpipe; do
-    f=$(ls "$work"/imgpipe-*/bin/"$tool" 2>/dev/null || true)
-    [ -n "$f" ] && [ ! -L "$f" ] && portable[$tool]=$(size "$f")
-  done
-fi
-
-echo "binary sizes in MB (10^6 bytes)"
-printf '%-14s %10s %10s %10s %12s\n' tool release stripped "gzip -9" portable
-tot_r=0; tot_s=0; tot_g=0; tot_p=0
-for tool in "${tools[@]}"; do
-  bin="$target/release/$tool"
-  [ -x "$bin" ] || { echo "bench: $bin is missing (cargo build --release)" >&2; exit 1; }
-  cp "$bin" "$work/$tool"
-  strip --strip-all "$work/$tool"
-  gzip -9 -c "$work/$tool" >"$work/$tool.gz"
-  r=$(size "$bin"); s=$(size "$work/$tool"); g=$(size "$work/$tool.gz"); p=${portable[$tool]:-}
-  tot_r=$((tot_r + r)); tot_s=$((tot_s + s)); tot_g=$((tot_g + g)); tot_p=$((tot_p + ${p:-0}))
-  printf '%-14s %10s %10s %10s %12s\n' "$tool" "$(mb "$r")" "$(mb "$s")" "$(mb "$g")" "${p:+$(mb "$p")}"
-done
-printf '%-14s %10s %10s %10s %12s\n' total "$(mb $tot_r)" "$(mb $tot_s)" "$(mb $tot_g)" \
-  "$([ -n "$archive" ] && mb $tot_p)"
-# The multi-call binary: every tool in one (issue 21).
-bin="$target/release/imgpipe"
-if [ -x "$bin" ]; then
-  cp "$bin" "$work/imgpipe"
-  strip --strip-all "$work/imgpipe"
-  gzip -9 -c "$work/imgpipe" >"$work/imgpipe.gz"
-  p=${portable[imgpipe]:-}
-  printf '%-14s %10s %10s %10s %12s\n' "imgpipe (all)" "$(mb "$(size "$bin")")" \
-    "$(mb "$(size "$work/imgpipe")")" "$(mb "$(size "$work/imgpipe.gz")")" "${p:+$(mb "$p")}"
-fi
-echo "(release: target/release as cargo builds it, profile strip = \"symbols\", built $(date -u -r "$target/release/img-build" '+%F %H:%M UTC');"
-echo " portable: the binaries in the release archive, cargo-zigbuild against glibc 2.17, stripped)"
-
-echo
-if [ -n "$archive" ]; then
-  a=$(size "$archive")
-  dl=$a
+# --- The release archives ----------------------------------------------------------------------
+declare -A installed download
+for arch in x86_64 aarch64; do
+  archive=$(ls -t "$target"/dist/imgpipe-*-"$arch"-linux.tar.gz 2>/dev/null | head -1 || true)
+  if [ -z "$archive" ]; then
+    installed[$arch]="no archive"; download[$arch]="no archive"
+    continue
+  fi
+  mkdir -p "$work/$arch"
+  tar -xzf "$archive" -C "$work/$arch"
+  links=$(find "$work/$arch" -type l | wc -l)
+  copies=$(find "$work/$arch" -path '*/bin/*' -type f | wc -l)
+  [ "$copies" = 1 ] || { echo "bench: $archive holds $copies binaries, not one" >&2; exit 1; }
+  installed[$arch]="$(mb "$(du -sb "$work/$arch" | cut -f1)")"
+  dl=$(size "$archive")
   for f in install.sh SHA256SUMS; do
     [ -f "$target/dist/$f" ] && dl=$((dl + $(size "$target/dist/$f")))
   done
-  echo "release archive: $(basename "$archive") $(mb "$a") MB (made $(date -u -r "$archive" '+%F %H:%M UTC'))"
-  echo "a buildspec downloads (archive + install.sh + SHA256SUMS): $(mb "$dl") MB;" \
-    "installed (the extracted archive): $(mb "$(du -sb "$work"/imgpipe-*/ | cut -f1)") MB"
-else
-  echo "release archive: none in $target/dist (run scripts/release.sh)"
-fi
+  download[$arch]="$(mb "$dl")"
+  echo "$arch: $(basename "$archive") (made $(date -u -r "$archive" '+%F %H:%M UTC')): one binary, $links links" >&2
+done
 
-# aws-cli v1 from PyPI, at the version the local services run.
-eval "$(scripts/services.sh env)"
+# --- aws-cli v1 --------------------------------------------------------------------------------
+eval "$(scripts/services.sh up)"
 version=$("$IMGPIPE_AWS_CLI" --version 2>&1 | sed -n 's|^aws-cli/\([0-9.]*\).*|\1|p')
 python3 -m venv "$work/empty"
 python3 -m venv "$work/awscli"
+aws_installed="not measured"; aws_download="not measured"
 if "$work/awscli/bin/pip" download -q -d "$work/wheels" "awscli==$version" >/dev/null 2>&1 \
   && "$work/awscli/bin/pip" install -q --no-index --find-links "$work/wheels" "awscli==$version" >/dev/null 2>&1; then
-  wheels=$(du -sb "$work/wheels" | cut -f1)
-  installed=$(( $(du -sb "$work/awscli" | cut -f1) - $(du -sb "$work/empty" | cut -f1) ))
-  echo "aws-cli $version (v1, PyPI): download (wheels, with dependencies) $(mb "$wheels") MB;" \
-    "installed $(mb "$installed") MB (a virtual environment, minus an empty one)"
-  if [ -n "$archive" ]; then
-    python3 -c "import sys; w, d = int(sys.argv[1]), int(sys.argv[2]); print(f'ratio: aws-cli v1 download / imgpipe download: {w / d:.2f}x')" "$wheels" "$dl"
-  fi
-else
-  echo "aws-cli $version (v1): pip could not fetch it here; not measured"
+  aws_download="$(mb "$(du -sb "$work/wheels" | cut -f1)")"
+  aws_installed="$(mb $(( $(du -sb "$work/awscli" | cut -f1) - $(du -sb "$work/empty" | cut -f1) )))"
 fi
-echo "aws-cli v2 (awscli-exe-linux-x86_64.zip): not measured here (no internet access)"
+
+# --- Start-up ----------------------------------------------------------------------------------
+echo "bench: building imgpipe (release)" >&2
+cargo build --quiet --release --locked -p imgpipe-multicall --bin imgpipe >&2
+ln -s "$target/release/imgpipe" "$work/img-build"
+# shellcheck source=scripts/bench/common.sh
+. scripts/bench/common.sh
+old="$(baseline_img_build "$baseline_ref")"
+startup=$(python3 - "$work/img-build" "$old" "$IMGPIPE_AWS_CLI" <<'PY'
+import statistics, subprocess, sys, time
+def timed(cmd):
+    t = time.perf_counter()
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t
+# The two binaries alternate, 301 runs each; aws-cli (a Python start, a hundred times longer)
+# runs apart, so that it does not disturb them.
+runs = {"imgpipe": [], "per-tool": []}
+for _ in range(301):
+    runs["imgpipe"].append(timed([sys.argv[1], "--version"]))
+    runs["per-tool"].append(timed([sys.argv[2], "--version"]))
+runs["aws"] = [timed([sys.argv[3], "--version"]) for _ in range(21)]
+print(" ".join("%.2f" % (statistics.median(runs[n]) * 1000) for n in ("imgpipe", "per-tool", "aws")))
+PY
+)
+read -r start_new start_old start_aws <<<"$startup"
+
+# --- Cold build --------------------------------------------------------------------------------
+build="not measured (--no-build-time)"
+if $build_time; then
+  cargo fetch --locked >/dev/null
+  cold="$work/cold-target"
+  echo "bench: a cold cargo build --release (minutes) ..." >&2
+  start=$(date +%s.%N)
+  CARGO_TARGET_DIR="$cold" cargo build --quiet --release --locked >&2
+  build=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.0f} s')" "$start" "$(date +%s.%N)")
+  binaries=$(find "$cold/release" -maxdepth 1 -type f -executable | wc -l)
+  build="$build ($binaries binary)"
+  rm -rf "$cold"
+fi
+
+# --- The table ---------------------------------------------------------------------------------
+row() { printf '%-22s %-22s %-16s %-16s %-18s %s\n' "$@"; }
+echo "imgpipe $(git describe --always --dirty), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+row "" "imgpipe x86_64" "imgpipe aarch64" "before (issue)" "aws-cli $version v1" "target"
+row "installed" "${installed[x86_64]}" "${installed[aarch64]}" "125.6 MB" "$aws_installed" "<= 35 MB"
+row "download" "${download[x86_64]}" "${download[aarch64]}" "48.7 MB" "$aws_download" "<= 14 MB"
+row "cold release build" "$build" "-" "640 s" "-" "<= 320 s"
+row "--version start-up" "$start_new ms" "-" "$start_old ms" "$start_aws ms" "<= before"
+echo "(MB = 10^6 bytes; installed: du -sb of the extracted archive; start-up: img-build --version, median of 301; aws --version, of 21)"
