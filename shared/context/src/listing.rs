@@ -4,7 +4,8 @@
 //! The hash walk and BuildKit's request for the context run at the same time: the walk records
 //! each entry before it reads the entry's bytes, and a reader that catches up with it waits for
 //! the next entry (or for the end of the walk). What is recorded is what the hash describes, so
-//! the content hash and the transfer cannot see two different trees.
+//! the content hash and the transfer cannot list two different trees (a file's bytes are still
+//! read twice: a change that keeps its size between the two reads goes unseen, as with two walks).
 //!
 //! Each entry is kept in about 120 bytes: its name, what it is, and the metadata file sync
 //! sends; its path on disk only when the name does not spell it (a name that is not UTF-8).
@@ -118,15 +119,26 @@ impl Listing {
         self.grown.notify_all();
     }
 
-    /// Visits every entry in order, numbered from 0, waiting for the walk where it is behind.
-    /// Stops at the first error of `visit`, or with the walk's own error. The entries visited
-    /// carry no `rel`, `path` or `ctime`: [`Listing::file`] gives a file's path.
-    pub fn replay(&self, mut visit: impl FnMut(u32, &Entry) -> Result<()>) -> Result<()> {
+    /// Visits every entry in order, numbered from 0, waiting for the walk where it is behind;
+    /// `waiting` is called (without the lock) each time before it waits, so that a reader can
+    /// pass on what it holds. Stops at the first error of `visit` or `waiting`, or with the
+    /// walk's own error. The entries visited carry no `rel`, `path` or `ctime`:
+    /// [`Listing::file`] gives a file's path.
+    pub fn replay(
+        &self,
+        mut visit: impl FnMut(u32, &Entry) -> Result<()>,
+        mut waiting: impl FnMut() -> Result<()>,
+    ) -> Result<()> {
         // Copied out a batch at a time, so the walk is never held up by a slow reader.
         let mut next = 0usize;
         loop {
             let batch: Vec<Entry> = {
                 let mut state = self.lock();
+                if next == state.entries.len() && state.end.is_none() {
+                    drop(state);
+                    waiting()?;
+                    state = self.lock();
+                }
                 while next == state.entries.len() && state.end.is_none() {
                     state = self
                         .grown

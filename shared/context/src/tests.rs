@@ -692,10 +692,13 @@ fn the_listing_is_what_file_sync_sends_and_can_be_read_while_the_hash_walks() {
         std::thread::spawn(move || {
             let mut seen = Vec::new();
             listing
-                .replay(|id, entry| {
-                    seen.push((id, entry.name.clone()));
-                    Ok(())
-                })
+                .replay(
+                    |id, entry| {
+                        seen.push((id, entry.name.clone()));
+                        Ok(())
+                    },
+                    || Ok(()),
+                )
                 .map(|()| seen)
         })
     };
@@ -750,10 +753,13 @@ fn a_failed_walk_ends_the_listing_with_its_error_after_what_it_recorded() {
     listing.finish(None);
     let mut visited = 0;
     let err = listing
-        .replay(|_, _| {
-            visited += 1;
-            Ok(())
-        })
+        .replay(
+            |_, _| {
+                visited += 1;
+                Ok(())
+            },
+            || Ok(()),
+        )
         .expect_err("the walk failed");
     assert_eq!(visited, 1);
     assert!(

@@ -357,6 +357,9 @@ impl<'a> Stats<'a> {
     }
 
     fn send(&mut self, stat: Stat) -> Result<()> {
+        if self.out.is_closed() {
+            return Err(gone());
+        }
         let mut p = packet(PacketType::PacketStat);
         p.stat = Some(stat);
         self.batch.push(p);
@@ -365,6 +368,15 @@ impl<'a> Stats<'a> {
             self.out.blocking_send(full).map_err(|_| gone())?;
         }
         Ok(())
+    }
+
+    /// Sends what is batched now: the walk the listing waits for may take a while.
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let some = std::mem::replace(&mut self.batch, Vec::with_capacity(STATS_PER_BATCH));
+        self.out.blocking_send(some).map_err(|_| gone())
     }
 
     fn end(mut self) -> Result<()> {
@@ -405,9 +417,12 @@ fn gone() -> Error {
 
 /// Sends the STAT packets of the whole context from the listing, then the end of the list.
 fn replay_stats(ctx: &Context, listing: &Listing, out: &Out) -> Result<()> {
-    let mut stats = Stats::new(out);
-    listing.replay(|_, entry| stats.send(stat(ctx, entry)))?;
-    stats.end()
+    let stats = std::cell::RefCell::new(Stats::new(out));
+    listing.replay(
+        |_, entry| stats.borrow_mut().send(stat(ctx, entry)),
+        || stats.borrow_mut().flush(),
+    )?;
+    stats.into_inner().end()
 }
 
 /// Sends the STAT packets of a directory, walked, then the end of the list.
