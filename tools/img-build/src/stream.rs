@@ -269,7 +269,7 @@ pub(crate) async fn session_build(
         let (ctx, listing) = (ctx.clone(), listing.clone());
         tokio::task::spawn_blocking(move || ctx.hash_into(&listing))
     };
-    let files = session::filesync::FileSync::new(ctx.clone(), Some(listing))?;
+    let files = session::filesync::FileSync::new(ctx.clone(), listing)?;
     let providers = session::Providers {
         files: files.clone(),
         auth: session::auth::Auth { aws: aws.clone() },

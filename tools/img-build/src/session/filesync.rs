@@ -57,15 +57,15 @@ pub(crate) struct Sent {
 pub(crate) struct FileSync {
     context: Arc<Context>,
     /// The entries of the whole context, as the hash walk records them.
-    listing: Option<Arc<Listing>>,
+    listing: Arc<Listing>,
     dockerfile: Arc<Entry>,
     pub(crate) sent: Arc<Sent>,
     pub(crate) failure: Arc<Mutex<Option<Error>>>,
 }
 
 impl FileSync {
-    /// The directories of `context`; requests for the whole of it replay `listing`, when given.
-    pub(crate) fn new(context: Context, listing: Option<Arc<Listing>>) -> Result<Self> {
+    /// The directories of `context`; requests for the whole of it replay `listing`.
+    pub(crate) fn new(context: Context, listing: Arc<Listing>) -> Result<Self> {
         let dockerfile = context.dockerfile_entry()?;
         Ok(Self {
             context: Arc::new(context),
@@ -364,13 +364,13 @@ impl<'a> Stats<'a> {
         p.stat = Some(stat);
         self.batch.push(p);
         if self.batch.len() == STATS_PER_BATCH {
-            let full = std::mem::replace(&mut self.batch, Vec::with_capacity(STATS_PER_BATCH));
-            self.out.blocking_send(full).map_err(|_| gone())?;
+            self.flush()?;
         }
         Ok(())
     }
 
-    /// Sends what is batched now: the walk the listing waits for may take a while.
+    /// Sends what is batched now (a full batch, or all there is while the walk the listing
+    /// waits for takes a while).
     fn flush(&mut self) -> Result<()> {
         if self.batch.is_empty() {
             return Ok(());
@@ -543,16 +543,11 @@ impl FileSync {
         let began = std::time::Instant::now();
         let counted = ask.dir == "context";
         let named = !ask.follow.is_empty();
-        let replayed = self
-            .listing
-            .clone()
-            .filter(|_| everything(&ask, &self.context));
-        let numbers = match &replayed {
-            Some(listing) => {
-                verbose!("file sync: the whole context, as the hash walk listed it");
-                Numbers::Listing(listing.clone())
-            }
-            None => Numbers::Walked(Files::default()),
+        let numbers = if everything(&ask, &self.context) {
+            verbose!("file sync: the whole context, as the hash walk listed it");
+            Numbers::Listing(self.listing.clone())
+        } else {
+            Numbers::Walked(Files::default())
         };
         let walk = {
             let (sync, numbers, out) = (self.clone(), numbers.clone(), out.clone());
