@@ -57,7 +57,7 @@ mod stream;
 
 pub use cache::HashCache;
 pub use ignore::*;
-pub use listing::Listing;
+pub use listing::{ListedFile, Listing};
 pub use report::{DirSize, Report};
 
 /// The `.dockerignore` file name, at the context root.
@@ -623,8 +623,7 @@ impl Context {
             (Some(path), _) => {
                 // Walked as a regular file; if it became something else since, it is refused
                 // rather than read (a FIFO would hang the build).
-                let file = files::open_regular(path, "context file")?;
-                Ok(Box::new(file))
+                Ok(Box::new(open_walked(path, entry.stamp)?))
             }
             (None, Dockerfile::Inside(_)) => Err(Error::internal(format!(
                 "no source for context entry {}",
@@ -693,6 +692,42 @@ fn stamp(meta: &fs::Metadata) -> u64 {
     ]
     .into_iter()
     .fold(0, mix)
+}
+
+/// Opens the file the walk saw at `path` to read its bytes, if it still is that file: a regular
+/// file (a link in its place is not followed) whose metadata give the walk's `stamp` (`0`: not
+/// known, not checked). A file replaced since the walk, even by one of the same size, or a
+/// directory on the way swapped for a link that leads out of the context, opens another inode
+/// and is refused before a byte is read.
+pub fn open_walked(path: &Path, stamp: u64) -> Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW)
+        .open(path);
+    let same = match &file {
+        Ok(file) => file
+            .metadata()
+            .is_ok_and(|meta| meta.is_file() && (stamp == 0 || self::stamp(&meta) == stamp)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => false,
+        Err(e) => {
+            return Err(Error::read_io(format!("reading {}", path.display()), e));
+        }
+    };
+    match file {
+        Ok(file) if same => Ok(file),
+        _ => Err(Error::data(format!(
+            "{} was replaced while the build context was read",
+            path.display()
+        ))
+        .with_hint("do not write into the context directory during the build")),
+    }
+}
+
+/// The stamp of a file's metadata, as the walk records it in [`Entry::stamp`].
+#[must_use]
+pub fn stamp_of(meta: &fs::Metadata) -> u64 {
+    stamp(meta)
 }
 
 fn changed(entry: &Entry) -> Error {

@@ -214,7 +214,7 @@ fn hash_entry(
                 entry.name
             )));
         };
-        let mut source = shared::files::open_regular(path, "context file")?.take(size);
+        let mut source = crate::open_walked(path, entry.stamp)?.take(size);
         let mut read = 0u64;
         loop {
             let n = source

@@ -680,12 +680,19 @@ fn the_hash_cache_gives_the_same_hash_and_never_hides_a_change() {
 
 #[test]
 fn the_listing_is_what_file_sync_sends_and_can_be_read_while_the_hash_walks() {
+    // Kept in memory, and written out to its temporary file every two entries.
+    for spill_at in [usize::MAX, 2] {
+        listing_replays_the_walk(spill_at);
+    }
+}
+
+fn listing_replays_the_walk(spill_at: usize) {
     let dir = fixture();
     // A name that is not UTF-8: its number must still lead to its own bytes on disk.
     let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
     fs::write(dir.path().join(odd), "odd").expect("write");
     let ctx = Context::open(dir.path(), None, Options::default()).expect("open");
-    let listing = Listing::new(ctx.root());
+    let listing = Listing::spilling_at(ctx.root(), spill_at);
     // The reader starts first, so it waits for entries the walk has not reached yet.
     let reader = {
         let listing = listing.clone();
@@ -722,12 +729,13 @@ fn the_listing_is_what_file_sync_sends_and_can_be_read_while_the_hash_walks() {
             .map(|(id, _)| *id)
             .expect(name)
     };
+    let file = |name: &str| listing.file(number(name)).map(|f| (f.path, f.size));
     assert_eq!(
-        listing.file(number("keep.log")),
+        file("keep.log"),
         Some((ctx.root().join("keep.log"), Some(4)))
     );
     assert_eq!(
-        listing.file(number("caf\u{fffd}.txt")),
+        file("caf\u{fffd}.txt"),
         Some((ctx.root().join(odd), Some(3)))
     );
     assert_eq!(listing.file(number("src")), None);

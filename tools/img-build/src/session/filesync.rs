@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use bollard_buildkit_proto::fsutil::types::packet::PacketType;
 use bollard_buildkit_proto::fsutil::types::{Packet, Stat};
 use bollard_buildkit_proto::moby::filesync::v1::file_sync_server;
-use context::{Context, Entry, Ignore, Kind, Listing};
+use context::{Context, Entry, Ignore, Kind, ListedFile, Listing};
 use futures_util::StreamExt;
 use shared::{Error, Result, verbose};
 use tokio::sync::mpsc;
@@ -385,8 +385,8 @@ impl<'a> Stats<'a> {
     }
 }
 
-/// What a number stands for: a file to read, and its size when the walk saw it.
-type Files = Arc<Mutex<HashMap<u32, (PathBuf, Option<u64>)>>>;
+/// What a number stands for: a file to read, as the walk saw it.
+type Files = Arc<Mutex<HashMap<u32, ListedFile>>>;
 
 /// Where the files behind the numbers sent are found.
 #[derive(Clone)]
@@ -399,15 +399,30 @@ enum Numbers {
 
 impl Numbers {
     /// The file numbered `id`, once: a second request for it finds nothing.
-    fn take(
-        &self,
-        id: u32,
-        taken: &mut std::collections::HashSet<u32>,
-    ) -> Option<(PathBuf, Option<u64>)> {
+    fn take(&self, id: u32, taken: &mut Taken) -> Option<ListedFile> {
         match self {
-            Numbers::Listing(listing) => taken.insert(id).then(|| listing.file(id)).flatten(),
+            // Looked up first, so only a number the listing has is marked.
+            Numbers::Listing(listing) => listing.file(id).filter(|_| taken.insert(id)),
             Numbers::Walked(files) => files.lock().ok().and_then(|mut m| m.remove(&id)),
         }
+    }
+}
+
+/// The numbers asked for already: one bit per number, up to the highest asked for (a number
+/// the listing has).
+#[derive(Default)]
+struct Taken(Vec<u64>);
+
+impl Taken {
+    /// Marks `id`; whether it was not marked before.
+    fn insert(&mut self, id: u32) -> bool {
+        let (word, bit) = ((id / 64) as usize, 1u64 << (id % 64));
+        if word >= self.0.len() {
+            self.0.resize(word + 1, 0);
+        }
+        let new = self.0[word] & bit == 0;
+        self.0[word] |= bit;
+        new
     }
 }
 
@@ -439,7 +454,8 @@ fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()
                 Kind::File(n) => Some(n),
                 _ => None,
             };
-            map.insert(id, (path.clone(), size));
+            let (path, stamp) = (path.clone(), entry.stamp);
+            map.insert(id, ListedFile { path, size, stamp });
         }
         id += 1;
         stats.send(stat(ctx, entry))
@@ -471,14 +487,16 @@ fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()
 /// Sends the files asked for, one after the other, each ended by an empty DATA packet. `sent`:
 /// where to count them, and whether this transfer is of named paths (see [`Sent::followed`]).
 fn send_files(
-    asked: &std::sync::mpsc::Receiver<(u32, PathBuf, Option<u64>)>,
+    asked: &std::sync::mpsc::Receiver<(u32, ListedFile)>,
     out: &Out,
     sent: Option<(&Sent, bool)>,
 ) -> Result<()> {
     use std::io::Read;
     let mut buf = vec![0u8; CHUNK];
-    for (id, path, size) in asked {
-        let file = shared::files::open_regular(&path, "context file")?;
+    for (id, ListedFile { path, size, stamp }) in asked {
+        // Only the file the walk saw: one replaced since (by a link out of the context, say)
+        // is refused before a byte of it is sent.
+        let file = context::open_walked(&path, stamp)?;
         let limit = size.unwrap_or(u64::MAX);
         let mut reader = file.take(limit.saturating_add(1));
         let mut total = 0u64;
@@ -556,7 +574,7 @@ impl FileSync {
                 Numbers::Walked(files) => send_stats(&sync, &ask, &files, &out),
             })
         };
-        let mut taken = std::collections::HashSet::new();
+        let mut taken = Taken::default();
         let (asked_tx, asked_rx) = std::sync::mpsc::channel();
         let sender = {
             // What is counted is the context; the Dockerfile goes every time.
@@ -571,7 +589,7 @@ impl FileSync {
                 match PacketType::try_from(p.r#type) {
                     Ok(PacketType::PacketReq) => {
                         let found = numbers.take(p.id, &mut taken);
-                        let Some((path, size)) = found else {
+                        let Some(file) = found else {
                             self.fail(
                                 &out,
                                 Error::internal(format!(
@@ -581,7 +599,7 @@ impl FileSync {
                             );
                             break;
                         };
-                        if asked_tx.send((p.id, path, size)).is_err() {
+                        if asked_tx.send((p.id, file)).is_err() {
                             break;
                         }
                     }
@@ -662,5 +680,97 @@ impl file_sync_server::FileSync for FileSync {
         _request: Request<Streaming<Packet>>,
     ) -> std::result::Result<Response<Self::TarStreamStream>, Status> {
         Err(Status::unimplemented("only DiffCopy is served"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The context `dir` hashed into its listing, and the number of `name` in it.
+    fn listed(dir: &std::path::Path, name: &str) -> (Arc<Listing>, u32) {
+        let ctx = Context::open(dir, None, context::Options::default()).expect("open");
+        let listing = Listing::new(ctx.root());
+        ctx.hash_into(&listing).expect("hash");
+        let mut number = None;
+        listing
+            .replay(
+                |id, entry| {
+                    if entry.name == name {
+                        number = Some(id);
+                    }
+                    Ok(())
+                },
+                || Ok(()),
+            )
+            .expect("replay");
+        (listing, number.expect("listed"))
+    }
+
+    /// What `send_files` sends for `id`: the bytes of its DATA packets, or its error.
+    fn send(listing: &Listing, id: u32) -> std::result::Result<Vec<u8>, Error> {
+        let (asked_tx, asked_rx) = std::sync::mpsc::channel();
+        asked_tx
+            .send((id, listing.file(id).expect("a file")))
+            .expect("queue");
+        drop(asked_tx);
+        let (out, mut packets) = mpsc::channel(64);
+        let result = send_files(&asked_rx, &out, None);
+        drop(out);
+        let mut data = Vec::new();
+        while let Some(batch) = packets.blocking_recv() {
+            for p in batch {
+                data.extend_from_slice(&p.data);
+            }
+        }
+        result.map(|()| data)
+    }
+
+    #[test]
+    fn a_file_replaced_after_the_walk_is_refused_before_a_byte_is_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let ctx = dir.path().join("ctx");
+        std::fs::create_dir(&ctx).expect("mkdir");
+        std::fs::write(ctx.join("Dockerfile"), "FROM scratch\n").expect("write");
+        std::fs::write(ctx.join("a.txt"), "inside bytes").expect("write");
+        std::fs::write(ctx.join("b.txt"), "inside bytes").expect("write");
+        std::fs::write(outside.path().join("secret"), "SECRET BYTES").expect("write");
+
+        // Unchanged: its bytes go.
+        let (listing, a) = listed(&ctx, "a.txt");
+        assert_eq!(send(&listing, a).expect("sent"), b"inside bytes");
+
+        // Swapped for a link of the same size that leads out of the context.
+        std::fs::remove_file(ctx.join("a.txt")).expect("rm");
+        std::os::unix::fs::symlink(outside.path().join("secret"), ctx.join("a.txt"))
+            .expect("symlink");
+        let err = send(&listing, a).expect_err("a link in its place");
+        assert!(err.message().contains("was replaced"), "{}", err.message());
+
+        // Replaced by another regular file of the same size.
+        let (listing, b) = listed(&ctx, "b.txt");
+        std::fs::write(ctx.join("b.new"), "SECRET BYTES").expect("write");
+        std::fs::rename(ctx.join("b.new"), ctx.join("b.txt")).expect("rename");
+        let err = send(&listing, b).expect_err("another file in its place");
+        assert!(err.message().contains("was replaced"), "{}", err.message());
+    }
+
+    #[test]
+    fn a_number_is_taken_once_and_only_if_the_listing_has_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").expect("write");
+        std::fs::write(dir.path().join("a.txt"), "a").expect("write");
+        let (listing, a) = listed(dir.path(), "a.txt");
+        let numbers = Numbers::Listing(listing);
+        let mut taken = Taken::default();
+        assert!(numbers.take(a, &mut taken).is_some());
+        assert!(numbers.take(a, &mut taken).is_none(), "asked for twice");
+        assert!(numbers.take(u32::MAX, &mut taken).is_none());
+        assert!(
+            taken.0.len() <= 1,
+            "an unknown number marks nothing: {} words",
+            taken.0.len()
+        );
     }
 }
