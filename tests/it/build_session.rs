@@ -169,16 +169,20 @@ fn the_content_hash_is_the_same_for_either_builder_and_img_tag() {
 #[test]
 fn a_rebuild_sends_only_the_file_that_changed() {
     let dir = tempfile::tempdir().unwrap();
-    for i in 0..40 {
+    // Thousands of files, 10 MB: the daemon asks for all of them at once on the first build and
+    // the transfer lasts seconds, through the session's health checks; the listing of the
+    // context goes through its temporary file several times over.
+    let filler = "x".repeat(2000);
+    for i in 0..5000 {
         write(
-            &dir.path().join(format!("src/f{i:02}.txt")),
-            &format!("file {i}\n"),
+            &dir.path().join(format!("src/d{}/f{i:04}.txt", i / 500)),
+            &format!("file {i}\n{filler}"),
         );
     }
     write(
         &dir.path().join("Dockerfile"),
         &format!(
-            "FROM {}\nCOPY . /ctx\nRUN cat /ctx/src/f07.txt > /seen\n",
+            "FROM {}\nCOPY . /ctx\nRUN cat /ctx/src/d0/f0007.txt > /seen\n",
             base()
         ),
     );
@@ -195,17 +199,20 @@ fn a_rebuild_sends_only_the_file_that_changed() {
             .document()
     };
     let first = build();
-    // A new directory is a new shared key: the daemon has nothing yet, and asks for all 42
+    // A new directory is a new shared key: the daemon has nothing yet, and asks for all 5,002
     // files (the Dockerfile and .dockerignore are in the context too; .dockerignore, which the
     // daemon fetches alone first, counts once).
-    assert_eq!(first["build"]["context"]["sent"]["files"], 42, "{first}");
-    assert_eq!(first["build"]["context"]["files"], 42, "{first}");
+    assert_eq!(first["build"]["context"]["sent"]["files"], 5002, "{first}");
+    assert_eq!(first["build"]["context"]["files"], 5002, "{first}");
     // The same size, a new content: found by its new time, not its size.
-    write(&dir.path().join("src/f07.txt"), "FILE 7\n");
+    write(
+        &dir.path().join("src/d0/f0007.txt"),
+        &format!("FILE 7\n{filler}"),
+    );
     let second = build();
     let sent = &second["build"]["context"]["sent"];
     assert_eq!(sent["files"], 1, "only the changed file: {second}");
-    assert_eq!(sent["bytes"], 7, "{second}");
+    assert_eq!(sent["bytes"], 2007, "{second}");
     assert!(
         sent["seconds"].as_f64().is_some_and(|s| s >= 0.0),
         "how long the transfer took: {second}"

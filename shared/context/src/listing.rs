@@ -467,6 +467,12 @@ impl Listing {
         }
     }
 
+    /// Whether the walk has recorded an entry numbered `id` (yet).
+    #[must_use]
+    pub fn has(&self, id: u32) -> bool {
+        usize::try_from(id).is_ok_and(|id| id < self.lock().len())
+    }
+
     /// The file numbered `id` by [`Listing::replay`]. `None` for a number that is not a file's
     /// (or that cannot be read back).
     #[must_use]

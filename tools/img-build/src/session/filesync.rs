@@ -398,11 +398,20 @@ enum Numbers {
 }
 
 impl Numbers {
-    /// The file numbered `id`, once: a second request for it finds nothing.
-    fn take(&self, id: u32, taken: &mut Taken) -> Option<ListedFile> {
+    /// Whether `id` may be asked for now: a number sent, not asked for before. Cheap, so the
+    /// daemon's requests are read as fast as they come.
+    fn claim(&self, id: u32, taken: &mut Taken) -> bool {
         match self {
-            // Looked up first, so only a number the listing has is marked.
-            Numbers::Listing(listing) => listing.file(id).filter(|_| taken.insert(id)),
+            // Checked first, so only a number the listing has is marked.
+            Numbers::Listing(listing) => listing.has(id) && taken.insert(id),
+            Numbers::Walked(files) => files.lock().is_ok_and(|m| m.contains_key(&id)),
+        }
+    }
+
+    /// The file numbered `id` (claimed), once.
+    fn take(&self, id: u32) -> Option<ListedFile> {
+        match self {
+            Numbers::Listing(listing) => listing.file(id),
             Numbers::Walked(files) => files.lock().ok().and_then(|mut m| m.remove(&id)),
         }
     }
@@ -484,16 +493,23 @@ fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()
     stats.end()
 }
 
-/// Sends the files asked for, one after the other, each ended by an empty DATA packet. `sent`:
-/// where to count them, and whether this transfer is of named paths (see [`Sent::followed`]).
+/// Sends the files asked for by number, one after the other, each ended by an empty DATA
+/// packet. `sent`: where to count them, and whether this transfer is of named paths (see
+/// [`Sent::followed`]).
 fn send_files(
-    asked: &std::sync::mpsc::Receiver<(u32, ListedFile)>,
+    asked: &mut mpsc::UnboundedReceiver<u32>,
+    numbers: &Numbers,
     out: &Out,
     sent: Option<(&Sent, bool)>,
 ) -> Result<()> {
     use std::io::Read;
     let mut buf = vec![0u8; CHUNK];
-    for (id, ListedFile { path, size, stamp }) in asked {
+    while let Some(id) = asked.blocking_recv() {
+        let Some(ListedFile { path, size, stamp }) = numbers.take(id) else {
+            return Err(Error::internal(format!(
+                "the daemon asked for unknown file {id}"
+            )));
+        };
         // Only the file the walk saw: one replaced since (by a link out of the context, say)
         // is refused before a byte of it is sent.
         let file = context::open_walked(&path, stamp)?;
@@ -575,12 +591,22 @@ impl FileSync {
             })
         };
         let mut taken = Taken::default();
-        let (asked_tx, asked_rx) = std::sync::mpsc::channel();
+        // The numbers asked for and not sent yet: on a first build the daemon asks for every
+        // file at once, so only the number waits (4 bytes), not the file's path. The requests
+        // are read as they come: the session's other calls (its health checks among them) share
+        // the connection, and requests left unread would hold up its flow-control window.
+        let (asked_tx, mut asked_rx) = mpsc::unbounded_channel();
         let sender = {
             // What is counted is the context; the Dockerfile goes every time.
-            let (out, sent) = (out.clone(), self.sent.clone());
+            let (sync, out, numbers) = (self.clone(), out.clone(), numbers.clone());
             tokio::task::spawn_blocking(move || {
-                send_files(&asked_rx, &out, counted.then_some((&*sent, named)))
+                let sent = counted.then_some((&*sync.sent, named));
+                let result = send_files(&mut asked_rx, &numbers, &out, sent);
+                // Told at once (the daemon would otherwise wait for the file), and kept.
+                if let Err(e) = result {
+                    sync.fail(&out, e);
+                }
+                Ok::<(), Error>(())
             })
         };
         let mut finished = false;
@@ -588,8 +614,7 @@ impl FileSync {
             {
                 match PacketType::try_from(p.r#type) {
                     Ok(PacketType::PacketReq) => {
-                        let found = numbers.take(p.id, &mut taken);
-                        let Some(file) = found else {
+                        if !numbers.claim(p.id, &mut taken) {
                             self.fail(
                                 &out,
                                 Error::internal(format!(
@@ -598,8 +623,8 @@ impl FileSync {
                                 )),
                             );
                             break;
-                        };
-                        if asked_tx.send((p.id, file)).is_err() {
+                        }
+                        if asked_tx.send(p.id).is_err() {
                             break;
                         }
                     }
@@ -632,7 +657,8 @@ impl FileSync {
                 ),
             }
         }
-        if finished {
+        let failed = self.failure.lock().map_or(true, |f| f.is_some());
+        if finished && !failed {
             let _ = out.send(vec![packet(PacketType::PacketFin)]).await;
         }
         if counted {
@@ -708,14 +734,13 @@ mod tests {
     }
 
     /// What `send_files` sends for `id`: the bytes of its DATA packets, or its error.
-    fn send(listing: &Listing, id: u32) -> std::result::Result<Vec<u8>, Error> {
-        let (asked_tx, asked_rx) = std::sync::mpsc::channel();
-        asked_tx
-            .send((id, listing.file(id).expect("a file")))
-            .expect("queue");
+    fn send(listing: &Arc<Listing>, id: u32) -> std::result::Result<Vec<u8>, Error> {
+        let (asked_tx, mut asked_rx) = mpsc::unbounded_channel();
+        asked_tx.send(id).expect("queue");
         drop(asked_tx);
         let (out, mut packets) = mpsc::channel(64);
-        let result = send_files(&asked_rx, &out, None);
+        let numbers = Numbers::Listing(listing.clone());
+        let result = send_files(&mut asked_rx, &numbers, &out, None);
         drop(out);
         let mut data = Vec::new();
         while let Some(batch) = packets.blocking_recv() {
@@ -757,20 +782,23 @@ mod tests {
     }
 
     #[test]
-    fn a_number_is_taken_once_and_only_if_the_listing_has_it() {
+    fn a_number_is_claimed_once_and_only_if_the_listing_has_it() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").expect("write");
         std::fs::write(dir.path().join("a.txt"), "a").expect("write");
         let (listing, a) = listed(dir.path(), "a.txt");
-        let numbers = Numbers::Listing(listing);
+        let numbers = Numbers::Listing(listing.clone());
         let mut taken = Taken::default();
-        assert!(numbers.take(a, &mut taken).is_some());
-        assert!(numbers.take(a, &mut taken).is_none(), "asked for twice");
-        assert!(numbers.take(u32::MAX, &mut taken).is_none());
+        assert!(numbers.claim(a, &mut taken));
+        assert!(!numbers.claim(a, &mut taken), "asked for twice");
+        assert!(!numbers.claim(u32::MAX, &mut taken));
         assert!(
             taken.0.len() <= 1,
             "an unknown number marks nothing: {} words",
             taken.0.len()
         );
+        // The sender refuses a number that stands for no file.
+        let err = send(&listing, u32::MAX).expect_err("unknown");
+        assert!(err.message().contains("unknown file"), "{}", err.message());
     }
 }
