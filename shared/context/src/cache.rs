@@ -84,6 +84,24 @@ fn walk_order(a: &str, b: &str) -> Ordering {
     a.split('/').cmp(b.split('/'))
 }
 
+/// Removes the temporary files starting with `prefix` in `dir` that a killed walk left there
+/// (older than an hour: a running walk's own is newer).
+fn remove_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < hour_ago);
+        if old && entry.file_name().to_string_lossy().starts_with(prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// The cache as it was (read a record at a time) and as this walk sees it (written as it goes).
 #[derive(Debug, Default)]
 pub struct HashCache {
@@ -183,14 +201,14 @@ impl HashCache {
             self.failed = true;
             return;
         };
-        let made = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                tempfile::Builder::new()
-                    .prefix(".tmp-")
-                    .tempfile_in(path.parent().unwrap_or(Path::new(".")))
-            })
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let prefix = format!(
+            ".{}.tmp-",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        );
+        remove_stale(dir, &prefix);
+        let made = std::fs::create_dir_all(dir)
+            .and_then(|()| tempfile::Builder::new().prefix(&prefix).tempfile_in(dir))
             .and_then(|file| {
                 let mut out = BufWriter::new(file);
                 out.write_all(MAGIC)?;
@@ -376,6 +394,16 @@ mod tests {
             "the last record is cut"
         );
         std::fs::write(&cache, b"imgpctx2\xff\xff\xff\xffgarbage").expect("write");
+        // A temporary file a killed walk left an hour ago is removed; a running walk's stays.
+        let name = cache.file_name().expect("name").to_string_lossy().into_owned();
+        let stale = dir.path().join(format!(".{name}.tmp-killed"));
+        let running = dir.path().join(format!(".{name}.tmp-running"));
+        for (file, age) in [(&stale, 7200), (&running, 60)] {
+            let f = std::fs::File::create(file).expect("create");
+            let then = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+            f.set_modified(then).expect("mtime");
+        }
         assert_eq!(walk(dir.path(), &first), [false; 5]);
+        assert!(!stale.exists() && running.exists());
     }
 }

@@ -473,21 +473,25 @@ impl Listing {
         usize::try_from(id).is_ok_and(|id| id < self.lock().len())
     }
 
-    /// The file numbered `id` by [`Listing::replay`]. `None` for a number that is not a file's
-    /// (or that cannot be read back).
-    #[must_use]
-    pub fn file(&self, id: u32) -> Option<ListedFile> {
-        let id = usize::try_from(id).ok()?;
+    /// The file numbered `id` by [`Listing::replay`]: `None` for a number that is not a file's;
+    /// an error when the temporary file cannot be read back.
+    pub fn file(&self, id: u32) -> Result<Option<ListedFile>> {
+        let Ok(id) = usize::try_from(id) else {
+            return Ok(None);
+        };
         let state = self.lock();
         if id >= state.spilled {
-            return state.tail.get(id - state.spilled)?.file(&self.root);
+            return Ok(state
+                .tail
+                .get(id - state.spilled)
+                .and_then(|listed| listed.file(&self.root)));
         }
         let (spilled, end) = (state.spilled, state.written);
         drop(state);
-        self.read_back(id, id + 1, spilled, end)
-            .ok()?
-            .first()?
-            .file(&self.root)
+        Ok(self
+            .read_back(id, id + 1, spilled, end)?
+            .first()
+            .and_then(|listed| listed.file(&self.root)))
     }
 }
 
@@ -563,7 +567,7 @@ mod tests {
             .collect();
         assert_eq!(replayed, want);
         assert_eq!(
-            listing.file(1),
+            listing.file(1).expect("read"),
             Some(ListedFile {
                 path: PathBuf::from("/x/dir/b"),
                 size: Some(u64::MAX),
@@ -571,10 +575,10 @@ mod tests {
             })
         );
         assert_eq!(
-            listing.file(3).map(|f| (f.path, f.size)),
+            listing.file(3).expect("read").map(|f| (f.path, f.size)),
             Some((PathBuf::from("/x/e"), None))
         );
-        assert_eq!(listing.file(0), None, "a directory is not a file");
-        assert_eq!(listing.file(7), None);
+        assert_eq!(listing.file(0).expect("read"), None, "a directory is not a file");
+        assert_eq!(listing.file(7).expect("read"), None);
     }
 }

@@ -729,7 +729,10 @@ fn listing_replays_the_walk(spill_at: usize) {
             .map(|(id, _)| *id)
             .expect(name)
     };
-    let file = |name: &str| listing.file(number(name)).map(|f| (f.path, f.size));
+    let file = |name: &str| {
+        let file = listing.file(number(name)).expect("read");
+        file.map(|f| (f.path, f.size))
+    };
     assert_eq!(
         file("keep.log"),
         Some((ctx.root().join("keep.log"), Some(4)))
@@ -738,8 +741,8 @@ fn listing_replays_the_walk(spill_at: usize) {
         file("caf\u{fffd}.txt"),
         Some((ctx.root().join(odd), Some(3)))
     );
-    assert_eq!(listing.file(number("src")), None);
-    assert_eq!(listing.file(u32::MAX), None);
+    assert_eq!(file("src"), None);
+    assert_eq!(listing.file(u32::MAX).expect("read"), None);
 }
 
 #[test]

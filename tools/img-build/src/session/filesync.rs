@@ -408,11 +408,11 @@ impl Numbers {
         }
     }
 
-    /// The file numbered `id` (claimed), once.
-    fn take(&self, id: u32) -> Option<ListedFile> {
+    /// The file numbered `id` (claimed), once; `None` for a number that is not a file's.
+    fn take(&self, id: u32) -> Result<Option<ListedFile>> {
         match self {
             Numbers::Listing(listing) => listing.file(id),
-            Numbers::Walked(files) => files.lock().ok().and_then(|mut m| m.remove(&id)),
+            Numbers::Walked(files) => Ok(files.lock().ok().and_then(|mut m| m.remove(&id))),
         }
     }
 }
@@ -505,7 +505,7 @@ fn send_files(
     use std::io::Read;
     let mut buf = vec![0u8; CHUNK];
     while let Some(id) = asked.blocking_recv() {
-        let Some(ListedFile { path, size, stamp }) = numbers.take(id) else {
+        let Some(ListedFile { path, size, stamp }) = numbers.take(id)? else {
             return Err(Error::internal(format!(
                 "the daemon asked for unknown file {id}"
             )));
@@ -561,16 +561,27 @@ fn send_files(
     Ok(())
 }
 
+/// The error of a task that ended, if it failed.
+fn task_error(result: std::result::Result<Result<()>, tokio::task::JoinError>) -> Option<Error> {
+    match result {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(Error::internal(format!("the file sync task stopped: {e}"))),
+    }
+}
+
 impl FileSync {
-    fn fail(&self, out: &Out, error: Error) {
+    /// Keeps the first error of the build, and tells the daemon, after what is queued.
+    async fn fail(&self, out: &Out, error: Error) {
         let mut p = packet(PacketType::PacketErr);
         p.data = error.message().as_bytes().to_vec();
-        let _ = out.try_send(vec![p]);
         if let Ok(mut slot) = self.failure.lock()
             && slot.is_none()
         {
             *slot = Some(error);
         }
+        // The daemon reads until it has an error or the end: this waits only for room.
+        let _ = out.send(vec![p]).await;
     }
 
     async fn serve(self, ask: Ask, out: Out, mut incoming: Streaming<Packet>) {
@@ -601,61 +612,67 @@ impl FileSync {
             let (sync, out, numbers) = (self.clone(), out.clone(), numbers.clone());
             tokio::task::spawn_blocking(move || {
                 let sent = counted.then_some((&*sync.sent, named));
-                let result = send_files(&mut asked_rx, &numbers, &out, sent);
-                // Told at once (the daemon would otherwise wait for the file), and kept.
-                if let Err(e) = result {
-                    sync.fail(&out, e);
-                }
-                Ok::<(), Error>(())
+                send_files(&mut asked_rx, &numbers, &out, sent)
             })
         };
+        // The daemon's packets are read while both tasks run. Either task failing ends the
+        // transfer at once: the daemon would otherwise wait for a file or an entry it never
+        // gets, and this side for packets that never come. The sender ends early only when it
+        // fails.
+        let (mut walk, mut sender) = (walk, sender);
+        let (mut walk_ended, mut sender_ended) = (false, false);
         let mut finished = false;
-        while let Ok(Some(p)) = incoming.message().await {
-            {
-                match PacketType::try_from(p.r#type) {
-                    Ok(PacketType::PacketReq) => {
-                        if !numbers.claim(p.id, &mut taken) {
-                            self.fail(
-                                &out,
-                                Error::internal(format!(
-                                    "the daemon asked for unknown file {}",
-                                    p.id
-                                )),
+        loop {
+            tokio::select! {
+                packet = incoming.message() => {
+                    let Ok(Some(p)) = packet else { break };
+                    match PacketType::try_from(p.r#type) {
+                        Ok(PacketType::PacketReq) => {
+                            if !numbers.claim(p.id, &mut taken) {
+                                let e = format!("the daemon asked for unknown file {}", p.id);
+                                self.fail(&out, Error::internal(e)).await;
+                                break;
+                            }
+                            if asked_tx.send(p.id).is_err() {
+                                break;
+                            }
+                        }
+                        Ok(PacketType::PacketFin) => {
+                            finished = true;
+                            break;
+                        }
+                        Ok(PacketType::PacketErr) => {
+                            verbose!(
+                                "the daemon's file sync ended with: {}",
+                                shared::cli::one_line(&String::from_utf8_lossy(&p.data))
                             );
                             break;
                         }
-                        if asked_tx.send(p.id).is_err() {
-                            break;
-                        }
+                        _ => {}
                     }
-                    Ok(PacketType::PacketFin) => {
-                        finished = true;
+                }
+                result = &mut walk, if !walk_ended => {
+                    walk_ended = true;
+                    if let Some(e) = task_error(result) {
+                        self.fail(&out, e).await;
                         break;
                     }
-                    Ok(PacketType::PacketErr) => {
-                        verbose!(
-                            "the daemon's file sync ended with: {}",
-                            shared::cli::one_line(&String::from_utf8_lossy(&p.data))
-                        );
-                        break;
+                }
+                result = &mut sender, if !sender_ended => {
+                    sender_ended = true;
+                    if let Some(e) = task_error(result) {
+                        self.fail(&out, e).await;
                     }
-                    _ => {}
+                    break;
                 }
             }
         }
         drop(asked_tx);
-        for result in [walk.await, sender.await] {
-            match result {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    finished = false;
-                    self.fail(&out, e);
-                }
-                Err(e) => self.fail(
-                    &out,
-                    Error::internal(format!("the file sync task stopped: {e}")),
-                ),
-            }
+        if !walk_ended && let Some(e) = task_error(walk.await) {
+            self.fail(&out, e).await;
+        }
+        if !sender_ended && let Some(e) = task_error(sender.await) {
+            self.fail(&out, e).await;
         }
         let failed = self.failure.lock().map_or(true, |f| f.is_some());
         if finished && !failed {
@@ -800,5 +817,107 @@ mod tests {
         // The sender refuses a number that stands for no file.
         let err = send(&listing, u32::MAX).expect_err("unknown");
         assert!(err.message().contains("unknown file"), "{}", err.message());
+    }
+}
+
+/// The daemon's side played over real gRPC: what a failure on this side does to the stream.
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use bollard_buildkit_proto::moby::filesync::v1::file_sync_client::FileSyncClient;
+    use bollard_buildkit_proto::moby::filesync::v1::file_sync_server::FileSyncServer;
+
+    /// Serves `sync` on a local port; the client connected to it.
+    async fn serve(sync: FileSync) -> FileSyncClient<tonic::transport::Channel> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let incoming = futures_util::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| stream);
+            Some((accepted, listener))
+        });
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(FileSyncServer::new(sync))
+                .serve_with_incoming(incoming),
+        );
+        FileSyncClient::connect(format!("http://{address}"))
+            .await
+            .expect("connect")
+    }
+
+    #[tokio::test]
+    async fn a_file_replaced_after_the_walk_ends_the_transfer_with_an_error_the_daemon_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        std::fs::write(root.join("Dockerfile"), "FROM scratch\n").expect("write");
+        std::fs::write(root.join("a.txt"), "inside bytes").expect("write");
+        std::fs::write(outside.path().join("secret"), "SECRET BYTES").expect("write");
+        let ctx = Context::open(&root, None, context::Options::default()).expect("open");
+        let listing = Listing::new(ctx.root());
+        ctx.hash_into(&listing).expect("hash");
+        let sync = FileSync::new(ctx, listing).expect("file sync");
+        let failure = sync.failure.clone();
+        let mut client = serve(sync).await;
+
+        let (to_us, requests) = mpsc::channel(8);
+        let mut request = Request::new(ReceiverStream::new(requests));
+        request
+            .metadata_mut()
+            .insert("dir-name", "context".parse().expect("value"));
+        let mut from_us = client
+            .diff_copy(request)
+            .await
+            .expect("diff copy")
+            .into_inner();
+        // The entries, up to the empty STAT that ends them.
+        let mut number = None;
+        let mut id = 0;
+        loop {
+            let p = from_us.message().await.expect("packet").expect("a STAT");
+            let Some(stat) = p.stat else { break };
+            if stat.path == "a.txt" {
+                number = Some(id);
+            }
+            id += 1;
+        }
+        let number = number.expect("a.txt is listed");
+        // Swapped for a link of the same size out of the context, then asked for.
+        std::fs::remove_file(root.join("a.txt")).expect("rm");
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.join("a.txt"))
+            .expect("symlink");
+        let mut req = packet(PacketType::PacketReq);
+        req.id = number;
+        to_us.send(req).await.expect("send");
+
+        // The daemon gets an error naming the file, and the stream ends, though the daemon
+        // still holds its side open (it would wait for the file for ever otherwise).
+        let rest = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            let mut got = Vec::new();
+            while let Ok(Some(p)) = from_us.message().await {
+                got.push(p);
+            }
+            got
+        })
+        .await
+        .expect("the stream ends");
+        let errors: Vec<String> = rest
+            .iter()
+            .filter(|p| p.r#type == PacketType::PacketErr as i32)
+            .map(|p| String::from_utf8_lossy(&p.data).into_owned())
+            .collect();
+        assert!(
+            errors.len() == 1 && errors[0].contains("a.txt was replaced"),
+            "{errors:?}"
+        );
+        assert!(
+            rest.iter().all(|p| !String::from_utf8_lossy(&p.data).contains("SECRET")),
+            "no byte of the file outside"
+        );
+        let kept = failure.lock().expect("lock").take().expect("the build's error");
+        assert!(kept.message().contains("was replaced"), "{}", kept.message());
+        drop(to_us);
     }
 }
