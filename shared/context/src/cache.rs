@@ -395,7 +395,11 @@ mod tests {
         );
         std::fs::write(&cache, b"imgpctx2\xff\xff\xff\xffgarbage").expect("write");
         // A temporary file a killed walk left an hour ago is removed; a running walk's stays.
-        let name = cache.file_name().expect("name").to_string_lossy().into_owned();
+        let name = cache
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
         let stale = dir.path().join(format!(".{name}.tmp-killed"));
         let running = dir.path().join(format!(".{name}.tmp-running"));
         for (file, age) in [(&stale, 7200), (&running, 60)] {

@@ -57,7 +57,7 @@ mod stream;
 
 pub use cache::HashCache;
 pub use ignore::*;
-pub use listing::{ListedFile, Listing};
+pub use listing::{ListedFile, Listing, Window};
 pub use report::{DirSize, Report};
 
 /// The `.dockerignore` file name, at the context root.

@@ -228,6 +228,13 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Entries of a [`Listing`] read back together, for [`Listing::file_in`].
+#[derive(Debug, Default)]
+pub struct Window {
+    start: usize,
+    entries: Vec<Listed>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// The entries numbered from `spilled` on, not written out yet.
@@ -473,6 +480,33 @@ impl Listing {
         usize::try_from(id).is_ok_and(|id| id < self.lock().len())
     }
 
+    /// [`Listing::file`], reading the entries from `id` on into `window` at once when they are
+    /// in the temporary file: the daemon asks for files in about the order it was sent them.
+    pub fn file_in(&self, id: u32, window: &mut Window) -> Result<Option<ListedFile>> {
+        let Ok(at) = usize::try_from(id) else {
+            return Ok(None);
+        };
+        if let Some(listed) = at
+            .checked_sub(window.start)
+            .and_then(|i| window.entries.get(i))
+        {
+            return Ok(listed.file(&self.root));
+        }
+        let state = self.lock();
+        if at >= state.spilled {
+            drop(state);
+            return self.file(id);
+        }
+        let (spilled, end) = (state.spilled, state.written);
+        drop(state);
+        window.entries = self.read_back(at, spilled.min(at + BATCH), spilled, end)?;
+        window.start = at;
+        Ok(window
+            .entries
+            .first()
+            .and_then(|listed| listed.file(&self.root)))
+    }
+
     /// The file numbered `id` by [`Listing::replay`]: `None` for a number that is not a file's;
     /// an error when the temporary file cannot be read back.
     pub fn file(&self, id: u32) -> Result<Option<ListedFile>> {
@@ -578,7 +612,20 @@ mod tests {
             listing.file(3).expect("read").map(|f| (f.path, f.size)),
             Some((PathBuf::from("/x/e"), None))
         );
-        assert_eq!(listing.file(0).expect("read"), None, "a directory is not a file");
+        assert_eq!(
+            listing.file(0).expect("read"),
+            None,
+            "a directory is not a file"
+        );
         assert_eq!(listing.file(7).expect("read"), None);
+        // Through a window: the same answers, in any order, from the file and from memory.
+        let mut window = Window::default();
+        for id in [1, 0, 5, 6, 2, 3, 4, 7, 1] {
+            assert_eq!(
+                listing.file_in(id, &mut window).expect("read"),
+                listing.file(id).expect("read"),
+                "{id}"
+            );
+        }
     }
 }

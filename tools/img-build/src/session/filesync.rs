@@ -35,6 +35,10 @@ use tonic::{Request, Response, Status, Streaming};
 /// Bytes of file content per `DATA` packet.
 const CHUNK: usize = 256 * 1024;
 
+/// Bytes of small files' content batched together, at most: a batch is written at once, and
+/// small batches keep the data in flight small.
+const DATA_BATCH: usize = 64 * 1024;
+
 /// What the transfers sent, for the record.
 #[derive(Debug, Default)]
 pub(crate) struct Sent {
@@ -409,9 +413,10 @@ impl Numbers {
     }
 
     /// The file numbered `id` (claimed), once; `None` for a number that is not a file's.
-    fn take(&self, id: u32) -> Result<Option<ListedFile>> {
+    /// `window`: the listing's entries read back last.
+    fn take(&self, id: u32, window: &mut context::Window) -> Result<Option<ListedFile>> {
         match self {
-            Numbers::Listing(listing) => listing.file(id),
+            Numbers::Listing(listing) => listing.file_in(id, window),
             Numbers::Walked(files) => Ok(files.lock().ok().and_then(|mut m| m.remove(&id))),
         }
     }
@@ -493,6 +498,34 @@ fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()
     stats.end()
 }
 
+/// Packets of file content to the daemon, sent in batches: small files go many to a batch, so
+/// the connection writes them together instead of waking up and writing once per packet.
+struct Data<'a> {
+    out: &'a Out,
+    batch: Vec<Packet>,
+    bytes: usize,
+}
+
+impl Data<'_> {
+    fn push(&mut self, p: Packet) -> Result<()> {
+        if self.bytes + p.data.len() > DATA_BATCH {
+            self.flush()?;
+        }
+        self.bytes += p.data.len();
+        self.batch.push(p);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        self.out.blocking_send(batch).map_err(|_| gone())
+    }
+}
+
 /// Sends the files asked for by number, one after the other, each ended by an empty DATA
 /// packet. `sent`: where to count them, and whether this transfer is of named paths (see
 /// [`Sent::followed`]).
@@ -503,18 +536,37 @@ fn send_files(
     sent: Option<(&Sent, bool)>,
 ) -> Result<()> {
     use std::io::Read;
+    use tokio::sync::mpsc::error::TryRecvError;
     let mut buf = vec![0u8; CHUNK];
-    while let Some(id) = asked.blocking_recv() {
-        let Some(ListedFile { path, size, stamp }) = numbers.take(id)? else {
+    let mut data = Data {
+        out,
+        batch: Vec::new(),
+        bytes: 0,
+    };
+    let mut window = context::Window::default();
+    loop {
+        // What is batched goes once no other request is waiting.
+        let id = match asked.try_recv() {
+            Ok(id) => id,
+            Err(TryRecvError::Empty) => {
+                data.flush()?;
+                match asked.blocking_recv() {
+                    Some(id) => id,
+                    None => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        let Some(ListedFile { path, size, stamp }) = numbers.take(id, &mut window)? else {
             return Err(Error::internal(format!(
                 "the daemon asked for unknown file {id}"
             )));
         };
         // Only the file the walk saw: one replaced since (by a link out of the context, say)
-        // is refused before a byte of it is sent.
+        // is refused before a byte of it is sent. Its stamp covers its size, so the walk's size
+        // is read, and no more (a hard link to an earlier file is read to its end).
         let file = context::open_walked(&path, stamp)?;
-        let limit = size.unwrap_or(u64::MAX);
-        let mut reader = file.take(limit.saturating_add(1));
+        let mut reader = file.take(size.unwrap_or(u64::MAX));
         let mut total = 0u64;
         loop {
             let n = reader
@@ -524,13 +576,13 @@ fn send_files(
                 break;
             }
             total += n as u64;
-            if total > limit {
-                break;
-            }
             let mut p = packet(PacketType::PacketData);
             p.id = id;
             p.data = buf[..n].to_vec();
-            out.blocking_send(vec![p]).map_err(|_| gone())?;
+            data.push(p)?;
+            if size == Some(total) {
+                break;
+            }
         }
         if size.is_some_and(|s| s != total) {
             return Err(Error::data(format!(
@@ -556,9 +608,9 @@ fn send_files(
         }
         let mut end = packet(PacketType::PacketData);
         end.id = id;
-        out.blocking_send(vec![end]).map_err(|_| gone())?;
+        data.push(end)?;
     }
-    Ok(())
+    data.flush()
 }
 
 /// The error of a task that ended, if it failed.
@@ -913,11 +965,20 @@ mod stream_tests {
             "{errors:?}"
         );
         assert!(
-            rest.iter().all(|p| !String::from_utf8_lossy(&p.data).contains("SECRET")),
+            rest.iter()
+                .all(|p| !String::from_utf8_lossy(&p.data).contains("SECRET")),
             "no byte of the file outside"
         );
-        let kept = failure.lock().expect("lock").take().expect("the build's error");
-        assert!(kept.message().contains("was replaced"), "{}", kept.message());
+        let kept = failure
+            .lock()
+            .expect("lock")
+            .take()
+            .expect("the build's error");
+        assert!(
+            kept.message().contains("was replaced"),
+            "{}",
+            kept.message()
+        );
         drop(to_us);
     }
 }
