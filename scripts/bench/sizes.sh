@@ -12,10 +12,12 @@
 #   build       a cold `cargo build --release --locked` of the workspace (what ships: the imgpipe
 #               binary), in an empty target directory, the crates already fetched
 #                                                                          target: <= 320 s (half of 640 s)
-#   start-up    `img-build --version` through its link to imgpipe, against the per-tool
-#               img-build binary of commit b67b2ab (built once into target/bench-baseline, which
-#               scripts/bench/img-build.sh shares), the median of 301 runs each, alternating; and
-#               `aws --version` (aws-cli v1), the median of 21 runs         target: no slower
+#   start-up    `img-build --version` through its link to imgpipe, built here (cargo build
+#               --release) and from the x86_64 archive (what a buildspec installs), against the
+#               per-tool img-build binary of commit b67b2ab (built once into target/bench-baseline,
+#               which scripts/bench/img-build.sh shares), the median of 301 runs each,
+#               alternating; and `aws --version` (aws-cli v1), the median of 21 runs
+#                                                                          target: no slower
 # The "before" column: the issue's own figures for the eight per-tool binaries (installed,
 # downloaded, cold build, measured on this machine), and the start-up measured here and now.
 # aws-cli v1 comes from PyPI at the version the local services use: the wheels `pip download`
@@ -85,23 +87,30 @@ ln -s "$target/release/imgpipe" "$work/img-build"
 # shellcheck source=scripts/bench/common.sh
 . scripts/bench/common.sh
 old="$(baseline_img_build "$baseline_ref")"
-startup=$(python3 - "$work/img-build" "$old" "$IMGPIPE_AWS_CLI" <<'PY'
+# The archive's own link, when there is an x86_64 archive.
+shipped=$(find "$work/x86_64" -path '*/bin/img-build' 2>/dev/null | head -1)
+startup=$(python3 - "$work/img-build" "$old" "$IMGPIPE_AWS_CLI" "$shipped" <<'PY'
 import statistics, subprocess, sys, time
 def timed(cmd):
     t = time.perf_counter()
     subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     return time.perf_counter() - t
-# The two binaries alternate, 301 runs each; aws-cli (a Python start, a hundred times longer)
-# runs apart, so that it does not disturb them.
-runs = {"imgpipe": [], "per-tool": []}
+# The binaries alternate, 301 runs each; aws-cli (a Python start, a hundred times longer) runs
+# apart, so that it does not disturb them.
+bins = {"imgpipe": sys.argv[1], "per-tool": sys.argv[2]}
+if sys.argv[4]:
+    bins["archive"] = sys.argv[4]
+runs = {name: [] for name in bins}
 for _ in range(301):
-    runs["imgpipe"].append(timed([sys.argv[1], "--version"]))
-    runs["per-tool"].append(timed([sys.argv[2], "--version"]))
+    for name, path in bins.items():
+        runs[name].append(timed([path, "--version"]))
 runs["aws"] = [timed([sys.argv[3], "--version"]) for _ in range(21)]
-print(" ".join("%.2f" % (statistics.median(runs[n]) * 1000) for n in ("imgpipe", "per-tool", "aws")))
+runs.setdefault("archive", [])
+med = lambda n: "%.2f" % (statistics.median(runs[n]) * 1000) if runs[n] else "-"
+print(" ".join(med(n) for n in ("imgpipe", "per-tool", "aws", "archive")))
 PY
 )
-read -r start_new start_old start_aws <<<"$startup"
+read -r start_new start_old start_aws start_archive <<<"$startup"
 
 # --- Cold build --------------------------------------------------------------------------------
 build="not measured (--no-build-time)"
@@ -125,4 +134,5 @@ row "installed" "${installed[x86_64]}" "${installed[aarch64]}" "125.6 MB" "$aws_
 row "download" "${download[x86_64]}" "${download[aarch64]}" "48.7 MB" "$aws_download" "<= 14 MB"
 row "cold release build" "$build" "-" "640 s" "-" "<= 320 s"
 row "--version start-up" "$start_new ms" "-" "$start_old ms" "$start_aws ms" "<= before"
+row "  (the archive's)" "$start_archive ms" "-" "" "" ""
 echo "(MB = 10^6 bytes; installed: du -sb of the extracted archive; start-up: img-build --version, median of 301; aws --version, of 21)"
