@@ -724,12 +724,6 @@ pub fn open_walked(path: &Path, stamp: u64) -> Result<fs::File> {
     }
 }
 
-/// The stamp of a file's metadata, as the walk records it in [`Entry::stamp`].
-#[must_use]
-pub fn stamp_of(meta: &fs::Metadata) -> u64 {
-    stamp(meta)
-}
-
 fn changed(entry: &Entry) -> Error {
     Error::data(format!(
         "{} changed size while the build context was read",

@@ -339,53 +339,66 @@ fn packet(kind: PacketType) -> Packet {
     }
 }
 
-/// The packets to the daemon, a batch at a time: one wake-up of the sending task per batch of
-/// `STAT` packets rather than one per entry.
+/// The packets to the daemon, a batch at a time.
 type Out = mpsc::Sender<Vec<Packet>>;
 
-/// `STAT` packets per batch.
-const STATS_PER_BATCH: usize = 128;
+/// Packets per batch, at most.
+const PACKETS_PER_BATCH: usize = 128;
 
-/// Sends `STAT` packets in batches, and the empty one that ends the list.
-struct Stats<'a> {
+/// Packets to the daemon, sent in batches: one wake-up of the connection per batch rather than
+/// one per entry or per small file. A batch goes when it holds [`PACKETS_PER_BATCH`] packets,
+/// before it would hold more than [`DATA_BATCH`] bytes of file content, and on `flush`.
+struct Batch<'a> {
     out: &'a Out,
-    batch: Vec<Packet>,
+    packets: Vec<Packet>,
+    bytes: usize,
 }
 
-impl<'a> Stats<'a> {
+impl<'a> Batch<'a> {
     fn new(out: &'a Out) -> Self {
         Self {
             out,
-            batch: Vec::with_capacity(STATS_PER_BATCH),
+            packets: Vec::with_capacity(PACKETS_PER_BATCH),
+            bytes: 0,
         }
     }
 
-    fn send(&mut self, stat: Stat) -> Result<()> {
+    fn push(&mut self, p: Packet) -> Result<()> {
         if self.out.is_closed() {
             return Err(gone());
         }
-        let mut p = packet(PacketType::PacketStat);
-        p.stat = Some(stat);
-        self.batch.push(p);
-        if self.batch.len() == STATS_PER_BATCH {
+        if self.bytes + p.data.len() > DATA_BATCH {
+            self.flush()?;
+        }
+        self.bytes += p.data.len();
+        self.packets.push(p);
+        if self.packets.len() == PACKETS_PER_BATCH {
             self.flush()?;
         }
         Ok(())
     }
 
-    /// Sends what is batched now (a full batch, or all there is while the walk the listing
-    /// waits for takes a while).
-    fn flush(&mut self) -> Result<()> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let some = std::mem::replace(&mut self.batch, Vec::with_capacity(STATS_PER_BATCH));
-        self.out.blocking_send(some).map_err(|_| gone())
+    fn stat(&mut self, stat: Stat) -> Result<()> {
+        let mut p = packet(PacketType::PacketStat);
+        p.stat = Some(stat);
+        self.push(p)
     }
 
+    /// Sends what is batched now (all there is, when nothing more is ready: the walk the
+    /// listing waits for takes a while, or no other request waits).
+    fn flush(&mut self) -> Result<()> {
+        if self.packets.is_empty() {
+            return Ok(());
+        }
+        self.bytes = 0;
+        let batch = std::mem::replace(&mut self.packets, Vec::with_capacity(PACKETS_PER_BATCH));
+        self.out.blocking_send(batch).map_err(|_| gone())
+    }
+
+    /// Sends the empty `STAT` that ends the list of entries, with what is batched.
     fn end(mut self) -> Result<()> {
-        self.batch.push(packet(PacketType::PacketStat));
-        self.out.blocking_send(self.batch).map_err(|_| gone())
+        self.packets.push(packet(PacketType::PacketStat));
+        self.flush()
     }
 }
 
@@ -446,9 +459,9 @@ fn gone() -> Error {
 
 /// Sends the STAT packets of the whole context from the listing, then the end of the list.
 fn replay_stats(ctx: &Context, listing: &Listing, out: &Out) -> Result<()> {
-    let stats = std::cell::RefCell::new(Stats::new(out));
+    let stats = std::cell::RefCell::new(Batch::new(out));
     listing.replay(
-        |_, entry| stats.borrow_mut().send(stat(ctx, entry)),
+        |_, entry| stats.borrow_mut().stat(stat(ctx, entry)),
         || stats.borrow_mut().flush(),
     )?;
     stats.into_inner().end()
@@ -457,7 +470,7 @@ fn replay_stats(ctx: &Context, listing: &Listing, out: &Out) -> Result<()> {
 /// Sends the STAT packets of a directory, walked, then the end of the list.
 fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()> {
     let ctx = &*sync.context;
-    let mut stats = Stats::new(out);
+    let mut stats = Batch::new(out);
     let mut id: u32 = 0;
     let mut send = |entry: &Entry| -> Result<()> {
         if matches!(entry.kind, Kind::File(_) | Kind::HardLink(_))
@@ -472,7 +485,7 @@ fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()
             map.insert(id, ListedFile { path, size, stamp });
         }
         id += 1;
-        stats.send(stat(ctx, entry))
+        stats.stat(stat(ctx, entry))
     };
     if ask.dir == "context" {
         {
@@ -498,34 +511,6 @@ fn send_stats(sync: &FileSync, ask: &Ask, files: &Files, out: &Out) -> Result<()
     stats.end()
 }
 
-/// Packets of file content to the daemon, sent in batches: small files go many to a batch, so
-/// the connection writes them together instead of waking up and writing once per packet.
-struct Data<'a> {
-    out: &'a Out,
-    batch: Vec<Packet>,
-    bytes: usize,
-}
-
-impl Data<'_> {
-    fn push(&mut self, p: Packet) -> Result<()> {
-        if self.bytes + p.data.len() > DATA_BATCH {
-            self.flush()?;
-        }
-        self.bytes += p.data.len();
-        self.batch.push(p);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        self.bytes = 0;
-        let batch = std::mem::take(&mut self.batch);
-        self.out.blocking_send(batch).map_err(|_| gone())
-    }
-}
-
 /// Sends the files asked for by number, one after the other, each ended by an empty DATA
 /// packet. `sent`: where to count them, and whether this transfer is of named paths (see
 /// [`Sent::followed`]).
@@ -538,11 +523,7 @@ fn send_files(
     use std::io::Read;
     use tokio::sync::mpsc::error::TryRecvError;
     let mut buf = vec![0u8; CHUNK];
-    let mut data = Data {
-        out,
-        batch: Vec::new(),
-        bytes: 0,
-    };
+    let mut data = Batch::new(out);
     let mut window = context::Window::default();
     loop {
         // What is batched goes once no other request is waiting.
