@@ -84,24 +84,6 @@ fn walk_order(a: &str, b: &str) -> Ordering {
     a.split('/').cmp(b.split('/'))
 }
 
-/// Removes the temporary files starting with `prefix` in `dir` that a killed walk left there
-/// (older than an hour: a running walk's own is newer).
-fn remove_stale(dir: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    for entry in entries.flatten() {
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t < hour_ago);
-        if old && entry.file_name().to_string_lossy().starts_with(prefix) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
 /// The cache as it was (read a record at a time) and as this walk sees it (written as it goes).
 #[derive(Debug, Default)]
 pub struct HashCache {
@@ -201,14 +183,10 @@ impl HashCache {
             self.failed = true;
             return;
         };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let prefix = format!(
-            ".{}.tmp-",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        );
-        remove_stale(dir, &prefix);
-        let made = std::fs::create_dir_all(dir)
-            .and_then(|()| tempfile::Builder::new().prefix(&prefix).tempfile_in(dir))
+        let made = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| shared::files::temp_beside(path))
             .and_then(|file| {
                 let mut out = BufWriter::new(file);
                 out.write_all(MAGIC)?;
@@ -297,14 +275,7 @@ impl HashCache {
         let written = out
             .into_inner()
             .map_err(std::io::IntoInnerError::into_error)
-            .and_then(|file| {
-                std::fs::set_permissions(
-                    file.path(),
-                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
-                )?;
-                file.persist(&path).map_err(|e| e.error)?;
-                Ok(())
-            });
+            .and_then(|file| file.persist(&path).map(drop).map_err(|e| e.error));
         if let Err(e) = written {
             shared::verbose!("the context hash cache was not written ({e})");
         }
@@ -400,8 +371,8 @@ mod tests {
             .expect("name")
             .to_string_lossy()
             .into_owned();
-        let stale = dir.path().join(format!(".{name}.tmp-killed"));
-        let running = dir.path().join(format!(".{name}.tmp-running"));
+        let stale = dir.path().join(format!(".{name}.killed.tmp"));
+        let running = dir.path().join(format!(".{name}.running.tmp"));
         for (file, age) in [(&stale, 7200), (&running, 60)] {
             let f = std::fs::File::create(file).expect("create");
             let then = std::time::SystemTime::now() - std::time::Duration::from_secs(age);

@@ -6,7 +6,7 @@
 
 mod write;
 
-pub use write::{check_writable, lock, write_all, write_atomic, write_secret_locked};
+pub use write::{check_writable, lock, temp_beside, write_all, write_atomic, write_secret_locked};
 mod read;
 
 pub use read::{

@@ -155,7 +155,25 @@ fn temp_prefix(file: &Path) -> String {
     )
 }
 
+/// A temporary file beside `file` (mode 0600), named as the atomic replacements here name theirs,
+/// for a caller that writes it a piece at a time and then renames it over `file`
+/// (`NamedTempFile::persist`). Temporary files of `file` more than an hour old, which a killed
+/// writer left, are removed first; a running writer's are newer.
+pub fn temp_beside(file: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    remove_temps(file, Some(hour_ago));
+    tempfile::Builder::new()
+        .prefix(&temp_prefix(file))
+        .suffix(".tmp")
+        .tempfile_in(dir_of(file))
+}
+
 fn remove_stale_temps(file: &Path) {
+    remove_temps(file, None);
+}
+
+/// Removes the temporary files of `file`: all, or those last written before `before`.
+fn remove_temps(file: &Path, before: Option<std::time::SystemTime>) {
     let prefix = temp_prefix(file);
     let Ok(entries) = std::fs::read_dir(dir_of(file)) else {
         return;
@@ -163,10 +181,16 @@ fn remove_stale_temps(file: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
+        let old = before.is_none_or(|before| {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < before)
+        });
         let is_temp = name.starts_with(&prefix)
             && name.ends_with(".tmp")
             && entry.file_type().is_ok_and(|t| t.is_file());
-        if is_temp {
+        if is_temp && old {
             let _ = std::fs::remove_file(entry.path());
         }
     }
