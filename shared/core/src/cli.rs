@@ -78,14 +78,13 @@ pub fn main_from<C: Cli>(
     };
     log::init(tool, cli.common().quiet, cli.common().verbose);
     install_panic_hook();
-    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(&cli))) {
-        Ok(Ok(code)) => code,
-        Ok(Err(err)) if err.is_broken_pipe() => exit::SUCCESS,
-        Ok(Err(err)) => {
+    let code = match run(&cli) {
+        Ok(code) => code,
+        Err(err) if err.is_broken_pipe() => exit::SUCCESS,
+        Err(err) => {
             report(&err);
             err.code()
         }
-        Err(_) => exit::SOFTWARE,
     };
     code.into()
 }
@@ -143,14 +142,29 @@ pub fn one_line(text: &str) -> String {
         .join("; ")
 }
 
+/// A panic, in any thread, is a bug: one line on stderr, and exit 70 (internal error) at once.
+/// The release build aborts on a panic (`panic = "abort"`, Cargo.toml), so the hook ends the
+/// process itself, before anything unwinds or aborts: the same line and code in every build.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .map_or_else(|| "a panic".to_owned(), one_line);
+        let place = info
+            .location()
+            .map(|at| format!(" at {}:{}", at.file(), at.line()))
+            .unwrap_or_default();
         let mut stderr = std::io::stderr().lock();
         let _ = writeln!(
             stderr,
-            "{}: internal error: {info} (this is a bug in imgpipe: please report it with the command you ran)",
+            "{}: internal error: {what}{place} (this is a bug in imgpipe: please report it with the command you ran)",
             log::tool()
         );
+        drop(stderr);
+        std::process::exit(i32::from(exit::SOFTWARE.0));
     }));
 }
 
@@ -278,5 +292,52 @@ pub fn key_value(text: &str) -> std::result::Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("'{text}' is not KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    /// Set for the copy of this test that the test runs: that copy panics under the hook.
+    const PANICKING_CHILD: &str = "IMGPIPE_TEST_PANICKING_CHILD";
+
+    /// The hook ends the process, whatever the build's panic strategy: a panic in a worker
+    /// thread (a tokio task's) gives the one line and exit 70, not an unwound or aborted
+    /// (SIGABRT, 134) process.
+    #[test]
+    fn a_panic_in_any_thread_is_one_line_on_stderr_and_exit_70() {
+        if std::env::var_os(PANICKING_CHILD).is_some() {
+            super::install_panic_hook();
+            let worker = std::thread::spawn(|| panic!("the list of tags was empty"));
+            let _ = worker.join();
+            // Only reached if the hook let the thread unwind: the run then exits 0, not 70.
+            return;
+        }
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cli::tests::a_panic_in_any_thread_is_one_line_on_stderr_and_exit_70",
+                "--test-threads=1",
+            ])
+            .env(PANICKING_CHILD, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(70), "stderr: {stderr}");
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("internal error"))
+            .collect();
+        assert_eq!(lines.len(), 1, "stderr: {stderr}");
+        assert!(
+            lines[0].starts_with("imgpipe: internal error: ")
+                && lines[0].contains("the list of tags was empty at shared/core/src/cli.rs:")
+                && lines[0].ends_with(
+                    "(this is a bug in imgpipe: please report it with the command you ran)"
+                ),
+            "{}",
+            lines[0]
+        );
     }
 }
