@@ -21,7 +21,7 @@
 # virtual environment, cargo-zigbuild with `cargo install --root`. Then every binary's dynamic
 # symbols are read (objdump -T) and the release fails if it needs a glibc newer than 2.17.
 # Man pages and completions come from the binaries themselves (`<tool> --generate man|bash|...`,
-# the same clap command as --help). Cold, this takes about 10 minutes on 2 cores; builds go to
+# the same clap command as --help). Cold, this takes about 5 minutes on 2 cores; builds go to
 # target/zigbuild, apart from target/debug and target/release.
 #
 # arm64 (Graviton CodeBuild images): `scripts/release.sh --arch aarch64`, on this x86_64 machine,
@@ -31,7 +31,7 @@
 # The compiler: rustup's, when it has the aarch64-unknown-linux-gnu target; else (these machines,
 # whose rustup cannot download targets) Debian's rustc-web 1.96 with its aarch64 standard library
 # (`libstd-rust-web-dev:arm64`), installed here when missing, run as CARGO=/usr/bin/cargo with
-# RUSTC=/usr/bin/rustc. Cold, the aarch64 build takes about 15 minutes on 2 cores. Then the arm64
+# RUSTC=/usr/bin/rustc. Cold, the aarch64 build and its test take about 8 minutes on 2 cores. Then the arm64
 # binary is tested, not only built: scripts/arm64-smoke.sh runs the main job with it under
 # qemu-user (skip with --no-smoke).
 #
