@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every check imgpipe has, as CI does: formatting, clippy with warnings denied, and the
-# unit and integration tests against the real local services (Docker Engine, registries, the
-# ECR API server and the local ECR data plane on ECR's host names), which this script installs
-# and starts when they are not running, and stops again at the end if it started them. The
-# tests run in the services' private mount namespace (scripts/services.sh run).
+# Runs every check imgpipe has, as CI does: formatting, clippy with warnings denied, the unit
+# and integration tests against the real local services (Docker Engine, registries, the ECR API
+# server and the local ECR data plane on ECR's host names), which this script installs and
+# starts when they are not running, and stops again at the end if it started them, and the
+# arm64 release's smoke test under qemu-user. The tests run in the services' private mount
+# namespace (scripts/services.sh run).
 #
 # Usage: scripts/test.sh [extra arguments for cargo test]
 # Prints the wall time of each stage. Exits non-zero on the first failing stage.
@@ -48,5 +49,12 @@ stage "cargo test (unit and integration)"
 # In the services' private namespace, where the ECR host names resolve to the local ECR.
 scripts/services.sh run -- cargo test --workspace --locked "$@"
 done_stage "test"
+
+stage "arm64: the aarch64 release, cross-built and run under qemu-user"
+# scripts/release.sh --arch aarch64 builds target/dist/imgpipe-<version>-aarch64-linux.tar.gz
+# (installing what it needs when missing) and runs scripts/arm64-smoke.sh on it: the main job
+# with the arm64 binary, against the services started above. About 8 minutes cold.
+scripts/release.sh --arch aarch64 >/dev/null
+done_stage "arm64"
 
 echo "==> all checks passed in $(( $(date +%s) - total_start ))s" >&2
