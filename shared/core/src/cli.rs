@@ -77,7 +77,6 @@ pub fn main_from<C: Cli>(
         Err(err) => return usage_error(tool, &err),
     };
     log::init(tool, cli.common().quiet, cli.common().verbose);
-    install_panic_hook();
     let code = match run(&cli) {
         Ok(code) => code,
         Err(err) if err.is_broken_pipe() => exit::SUCCESS,
@@ -142,17 +141,22 @@ pub fn one_line(text: &str) -> String {
         .join("; ")
 }
 
-/// A panic, in any thread, is a bug: one line on stderr, and exit 70 (internal error) at once.
-/// The release build aborts on a panic (`panic = "abort"`, Cargo.toml), so the hook ends the
-/// process itself, before anything unwinds or aborts: the same line and code in every build.
-fn install_panic_hook() {
+/// A panic, in any thread, is a bug: one line on stderr, the children held by
+/// [`crate::child::Killed`] killed, and exit 70 (internal error) at once. The release build
+/// aborts on a panic (`panic = "abort"`, Cargo.toml), so the hook ends the process itself,
+/// before anything unwinds or aborts: the same line and code in every build. The binary installs
+/// it first thing, before it parses its command line.
+pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let payload = info.payload();
         let what = payload
             .downcast_ref::<&str>()
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-            .map_or_else(|| "a panic".to_owned(), one_line);
+            .map_or_else(
+                || "a panic".to_owned(),
+                |text| log::escape_controls(&one_line(text)).into_owned(),
+            );
         let place = info
             .location()
             .map(|at| format!(" at {}:{}", at.file(), at.line()))
@@ -164,6 +168,7 @@ fn install_panic_hook() {
             log::tool()
         );
         drop(stderr);
+        crate::child::kill_all();
         std::process::exit(i32::from(exit::SOFTWARE.0));
     }));
 }
@@ -299,28 +304,41 @@ pub fn key_value(text: &str) -> std::result::Result<(String, String), String> {
 mod tests {
     use std::process::Command;
 
-    /// Set for the copy of this test that the test runs: that copy panics under the hook.
+    /// Set for the copy of this test that the test runs, to the file where that copy writes the
+    /// pid of the child it holds before it panics under the hook.
     const PANICKING_CHILD: &str = "IMGPIPE_TEST_PANICKING_CHILD";
 
     /// The hook ends the process, whatever the build's panic strategy: a panic in a worker
-    /// thread (a tokio task's) gives the one line and exit 70, not an unwound or aborted
-    /// (SIGABRT, 134) process.
+    /// thread gives the one line and exit 70, not an unwound or aborted (SIGABRT) process, and
+    /// kills the children held (a private ssh-agent, in img-build), which no Drop would.
     #[test]
-    fn a_panic_in_any_thread_is_one_line_on_stderr_and_exit_70() {
-        if std::env::var_os(PANICKING_CHILD).is_some() {
+    fn a_panic_in_any_thread_is_one_line_on_stderr_exit_70_and_no_child_left() {
+        if let Some(pid_file) = std::env::var_os(PANICKING_CHILD) {
             super::install_panic_hook();
-            let worker = std::thread::spawn(|| panic!("the list of tags was empty"));
+            // Its output goes nowhere, so that the run's pipes close when the run ends.
+            let sleeper = Command::new("sleep")
+                .arg("600")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let held = crate::child::Killed::hold(sleeper);
+            std::fs::write(pid_file, held.pid().to_string()).unwrap();
+            let worker = std::thread::spawn(|| panic!("the list of tags\nwas \x1b[2Jempty"));
             let _ = worker.join();
             // Only reached if the hook let the thread unwind: the run then exits 0, not 70.
             return;
         }
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "cli::tests::a_panic_in_any_thread_is_one_line_on_stderr_and_exit_70",
+                "cli::tests::a_panic_in_any_thread_is_one_line_on_stderr_exit_70_and_no_child_left",
                 "--test-threads=1",
             ])
-            .env(PANICKING_CHILD, "1")
+            .env(PANICKING_CHILD, &pid_file)
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -331,13 +349,19 @@ mod tests {
             .collect();
         assert_eq!(lines.len(), 1, "stderr: {stderr}");
         assert!(
-            lines[0].starts_with("imgpipe: internal error: ")
-                && lines[0].contains("the list of tags was empty at shared/core/src/cli.rs:")
+            lines[0].starts_with("imgpipe: internal error: the list of tags; was ")
+                && !lines[0].contains('\x1b')
+                && lines[0].contains("empty at shared/core/src/cli.rs:")
                 && lines[0].ends_with(
                     "(this is a bug in imgpipe: please report it with the command you ran)"
                 ),
             "{}",
             lines[0]
+        );
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "the child {pid} outlived the panic"
         );
     }
 }

@@ -7,6 +7,7 @@
 //! `imgpipe-registry` (the registry client, the Docker config, credentials),
 //! `imgpipe-docker` (the Docker Engine) and `imgpipe-context` (the build context).
 
+pub mod child;
 pub mod cli;
 pub mod document;
 pub mod duration;

@@ -57,6 +57,7 @@ docker-credential-ecr-login, ...) or name the tool first. `imgpipe --list` print
 `imgpipe TOOL --help` shows one.";
 
 fn main() -> ExitCode {
+    shared::cli::install_panic_hook();
     let args: Vec<OsString> = std::env::args_os().collect();
     let called_as = args.first().map(base_name).unwrap_or_default();
     if let Some(main) = tool(&called_as) {

@@ -66,18 +66,12 @@ pub(crate) struct Agents {
     started: Vec<Private>,
 }
 
-/// A private `ssh-agent`, killed when dropped; its directory goes with it.
+/// A private `ssh-agent`, killed when dropped or when img-build panics; its directory goes
+/// with it (the agent, then the directory: fields drop in order).
 #[derive(Debug)]
 struct Private {
-    child: std::process::Child,
+    _agent: shared::child::Killed,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Private {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn is_socket(path: &Path) -> bool {
@@ -145,7 +139,10 @@ impl Agents {
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| missing("ssh-agent", &e))?;
-        let private = Private { child, _dir: dir };
+        let private = Private {
+            _agent: shared::child::Killed::hold(child),
+            _dir: dir,
+        };
         for _ in 0..100 {
             if is_socket(&socket) {
                 break;
