@@ -48,10 +48,15 @@ impl Drop for Killed {
                 .map(|at| held.swap_remove(at).1)
         };
         if let Some(mut child) = taken {
-            let _ = child.kill();
-            let _ = child.wait();
+            end(&mut child);
         }
     }
+}
+
+/// Kills a child and reaps it.
+fn end(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Kills every child still held: for the panic hook, which exits without dropping anything.
@@ -59,8 +64,7 @@ impl Drop for Killed {
 pub(crate) fn kill_all() {
     if let Ok(mut held) = HELD.try_lock() {
         for (_, child) in held.iter_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
+            end(child);
         }
     }
 }
